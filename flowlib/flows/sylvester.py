@@ -1,0 +1,163 @@
+"""Sylvester normalizing flows (van den Berg, Hasenclever, Tomczak & Welling 2018).
+
+    z' = z + Q R h(R~ Q^T z + b),   h = tanh                              (eq. 13)
+
+with ``Q`` a ``D x M`` matrix of orthonormal columns and ``R``, ``R~`` upper
+triangular ``M x M``. Sylvester's determinant identity
+``det(I_D + A B) = det(I_M + B A)`` (eq. 12) and ``Q^T Q = I`` give
+
+    det dz'/dz = det(I_M + diag(h'(a)) R~ R) = prod_i (1 + R_ii R~_ii h'(a_i)),   (eq. 14)
+
+``a = R~ Q^T z + b``: ``R~ R`` is upper triangular. With ``h' in (0, 1]`` the map
+is invertible when ``R_ii R~_ii >= -1``; the parameterization
+``R_ii = tanh(x_i)``, ``R~_ii = tanh(y_i)`` makes the product lie in (-1, 1).
+Each factor is evaluated as ``t^2 + (1 - t^2)(1 + R_ii R~_ii)``, ``t = tanh(a_i)``, with
+``log(1 + tanh x tanh y) = log cosh(x + y) - log cosh x - log cosh y``, finite in
+float32 even where ``tanh x tanh y`` rounds to -1.
+
+Three ways to get ``Q`` (Sec. 3.1-3.3):
+
+- ``"orthogonal"``: ``Q`` from a free ``D x M`` matrix by the iterative
+  orthogonalisation ``Q <- Q (I + (I - Q^T Q) / 2)`` (Bjorck & Bowie 1971),
+  run *to convergence*: eq. 14 holds only for orthonormal ``Q``, and stopping
+  after a fixed few steps leaves a log-determinant that is silently wrong.
+- ``"householder"``: ``Q = H_1 ... H_n``, a product of Householder
+  reflections, orthogonal by construction (``M = D``).
+- ``"triangular"``: ``Q`` the identity or, with ``permute=True``, the reversal
+  permutation (``M = D``); alternate the two between layers.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .base import Flow, ParameterSource, check_size
+from .householder import reflect
+
+__all__ = ["Sylvester", "orthogonalize"]
+
+VARIANTS = ("orthogonal", "householder", "triangular")
+
+
+def orthogonalize(A: torch.Tensor, max_iter: int = 100) -> torch.Tensor:
+    """Orthonormal columns from ``A`` (..., D, M) by Bjorck iterations, run until
+    ``max |Q^T Q - I|`` stops decreasing below ``sqrt(eps)`` or reaches rounding level."""
+    eye = torch.eye(A.shape[-1], dtype=A.dtype, device=A.device)
+    tol = 64 * A.shape[-1] * torch.finfo(A.dtype).eps
+    Q = A / torch.linalg.matrix_norm(A, keepdim=True).clamp_min(torch.finfo(A.dtype).tiny)
+    err_prev = math.inf
+    for _ in range(max_iter):
+        gap = eye - Q.transpose(-1, -2) @ Q
+        err = gap.abs().amax().item()
+        if err < tol or (err < math.sqrt(tol) and err > 0.5 * err_prev):
+            return Q
+        Q = Q + 0.5 * Q @ gap
+        err_prev = err
+    raise RuntimeError(
+        f"orthogonalize: no convergence after {max_iter} iterations (max |Q^T Q - I| = {err:.2e}); "
+        "the raw matrix is (near) rank deficient, so Sylvester's determinant formula would be wrong"
+    )
+
+
+def _log1p_tanh_product(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``log(1 + tanh(x) tanh(y))`` through ``log cosh(x + y) - log cosh x - log cosh y``."""
+
+    def logcosh(v):
+        v = v.abs()
+        return v + F.softplus(-2.0 * v) - math.log(2.0)
+
+    return logcosh(x + y) - logcosh(x) - logcosh(y)
+
+
+class Sylvester(Flow):
+    """One Sylvester layer (eq. 13); ``variant`` picks how ``Q`` is built (see module doc).
+
+    ``M`` (orthogonal only) is the number of columns of ``Q``, default ``dim``;
+    ``n_reflections`` (householder only) the number of reflections, default ``dim``.
+    """
+
+    def __init__(self, dim: int, context_dim: int | None = None, variant: str = "orthogonal",
+                 M: int | None = None, n_reflections: int | None = None, permute: bool = False,
+                 init_std: float = 0.1):
+        super().__init__(dim, context_dim)
+        if variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+        if M is not None and variant != "orthogonal":
+            raise ValueError(f"M applies to the 'orthogonal' variant only; {variant!r} uses M = dim")
+        M = dim if M is None else M
+        check_size("M", M)
+        if M > dim:
+            raise ValueError(f"M must satisfy 1 <= M <= dim = {dim}, got {M}")
+        n_reflections = dim if n_reflections is None else n_reflections
+        check_size("n_reflections", n_reflections)
+        self.variant, self.M, self.n_reflections, self.permute = variant, M, n_reflections, bool(permute)
+        # [R (M*M), R~ (M*M), b (M)]; only the upper triangles of R, R~ are used
+        self.params = ParameterSource(2 * M * M + M, context_dim, init_std)
+        q_size = {"orthogonal": dim * M, "householder": n_reflections * dim, "triangular": 0}[variant]
+        self.q_params = ParameterSource(q_size, context_dim, 1.0) if q_size else None
+        triu = torch.ones(M, M).triu(1)
+        self.register_buffer("strict_upper", triu)
+
+    def R_Rt_b(self, batch_size: int, context=None):
+        """Per-sample ``R``, ``R~`` (B, M, M) with ``tanh`` diagonals, ``b`` (B, M), and the raw
+        diagonals ``(x, y)`` with ``R_ii = tanh(x_i)``, ``R~_ii = tanh(y_i)``."""
+        M = self.M
+        theta = self.params(batch_size, context)
+        R_raw = theta[:, : M * M].reshape(-1, M, M)
+        Rt_raw = theta[:, M * M : 2 * M * M].reshape(-1, M, M)
+        b = theta[:, 2 * M * M :]
+        x, y = R_raw.diagonal(dim1=-2, dim2=-1), Rt_raw.diagonal(dim1=-2, dim2=-1)
+        R = R_raw * self.strict_upper + torch.diag_embed(torch.tanh(x))
+        Rt = Rt_raw * self.strict_upper + torch.diag_embed(torch.tanh(y))
+        return R, Rt, b, x, y
+
+    def Q(self, context: torch.Tensor | None = None) -> torch.Tensor:
+        """The matrix ``Q``, (1, D, M) for a static flow or (B, D, M) per context row: for
+        inspection and checks (the forward pass applies the implicit ones without forming them)."""
+        n = 1 if context is None else context.shape[0]
+        if self.variant == "orthogonal":
+            return self._orthogonal_Q(n, context)
+        eye = self.strict_upper.new_ones(self.dim).diag().expand(n, self.dim, self.dim)
+        return self._apply_Q(eye, self._reflection_vectors(n, context)).transpose(-1, -2)
+
+    def _orthogonal_Q(self, batch_size, context):
+        n = 1 if context is None else batch_size  # a static Q is orthogonalized once, not per sample
+        return orthogonalize(self.q_params(n, context).reshape(n, self.dim, self.M))
+
+    def _reflection_vectors(self, batch_size, context):
+        if self.variant != "householder":
+            return None
+        n = 1 if context is None else batch_size
+        return self.q_params(n, context).reshape(n, self.n_reflections, self.dim)
+
+    def _apply_Q(self, v, vs, transpose=False):
+        """``Q v`` (or ``Q^T v``) for rows ``v`` (B, D) or (B, K, D), ``Q`` implicit."""
+        if self.variant == "triangular":
+            return v.flip(-1) if self.permute else v
+        order = range(self.n_reflections) if transpose else reversed(range(self.n_reflections))
+        for k in order:  # Q v = H_1 (H_2 (... H_n v)),  Q^T v = H_n (... H_1 v)
+            v = reflect(v, vs[:, k] if v.dim() == 2 else vs[:, k, None, :])
+        return v
+
+    def _forward(self, z, context):
+        B = z.shape[0]
+        R, Rt, b, x, y = self.R_Rt_b(B, context)
+        if self.variant == "orthogonal":
+            Q = self._orthogonal_Q(B, context)
+            Qt_z = (z.unsqueeze(-2) @ Q).squeeze(-2)
+        else:
+            vs = self._reflection_vectors(B, context)
+            Qt_z = self._apply_Q(z, vs, transpose=True)
+        a = (Rt @ Qt_z.unsqueeze(-1)).squeeze(-1) + b
+        t = torch.tanh(a)
+        R_h = (R @ t.unsqueeze(-1)).squeeze(-1)
+        if self.variant == "orthogonal":
+            z_out = z + (Q @ R_h.unsqueeze(-1)).squeeze(-1)
+        else:
+            z_out = z + self._apply_Q(R_h, vs)
+        t_sq = t * t
+        factor = t_sq + (1.0 - t_sq) * torch.exp(_log1p_tanh_product(x, y))
+        return z_out, torch.log(factor).sum(-1)
