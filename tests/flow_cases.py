@@ -33,38 +33,61 @@ SINGLE = {
     "iaf": lambda d, c: IAF(d, context_dim=c, hidden=16),
     "iaf_permuted": lambda d, c: IAF(d, context_dim=c, hidden=16, order=torch.randperm(d) + 1),
     "sylvester_orthogonal": lambda d, c: Sylvester(d, context_dim=c, variant="orthogonal"),
-    "sylvester_orthogonal_thin": lambda d, c: Sylvester(d, context_dim=c, variant="orthogonal",
-                                                        M=max(1, d // 2)),
+    "sylvester_orthogonal_thin": lambda d, c: Sylvester(
+        d, context_dim=c, variant="orthogonal", M=max(1, d // 2)
+    ),
     "sylvester_householder": lambda d, c: Sylvester(d, context_dim=c, variant="householder", n_reflections=3),
     "sylvester_triangular": lambda d, c: Sylvester(d, context_dim=c, variant="triangular"),
-    "sylvester_triangular_permuted": lambda d, c: Sylvester(d, context_dim=c, variant="triangular",
-                                                            permute=True),
+    "sylvester_triangular_permuted": lambda d, c: Sylvester(
+        d, context_dim=c, variant="triangular", permute=True
+    ),
     "pcpmap": lambda d, c: PCPMap(d, context_dim=c, hidden=16),
     "reverse": lambda d, c: Reverse(d, context_dim=c),
 }
 
 STACKED = {
-    "planar_radial_stack": lambda d, c: Sequential(Planar(d, context_dim=c), Radial(d, context_dim=c),
-                                                   Planar(d, context_dim=c)),
-    "householder_planar_stack": lambda d, c: Sequential(Householder(d, context_dim=c),
-                                                        Householder(d, context_dim=c), Planar(d, context_dim=c)),
-    "nice_stack": lambda d, c: Sequential(AdditiveCoupling(d, context_dim=c, hidden=16),
-                                          AdditiveCoupling(d, context_dim=c, hidden=16, swap=True),
-                                          Scale(d, context_dim=c)),
-    "iaf_stack": lambda d, c: Sequential(IAF(d, context_dim=c, hidden=16), Reverse(d),
-                                         IAF(d, context_dim=c, hidden=16)),
-    "sylvester_stack": lambda d, c: Sequential(Sylvester(d, context_dim=c, variant="triangular"),
-                                               Sylvester(d, context_dim=c, variant="triangular", permute=True),
-                                               Sylvester(d, context_dim=c, variant="orthogonal")),
-    "mixed_stack": lambda d, c: Sequential(Scale(d), PCPMap(d, context_dim=c, hidden=8),
-                                           Householder(d, context_dim=c), IAF(d, context_dim=c, hidden=8)),
+    "planar_radial_stack": lambda d, c: Sequential(
+        Planar(d, context_dim=c), Radial(d, context_dim=c), Planar(d, context_dim=c)
+    ),
+    "householder_planar_stack": lambda d, c: Sequential(
+        Householder(d, context_dim=c), Householder(d, context_dim=c), Planar(d, context_dim=c)
+    ),
+    "nice_stack": lambda d, c: Sequential(
+        AdditiveCoupling(d, context_dim=c, hidden=16),
+        AdditiveCoupling(d, context_dim=c, hidden=16, swap=True),
+        Scale(d, context_dim=c),
+    ),
+    "iaf_stack": lambda d, c: Sequential(
+        IAF(d, context_dim=c, hidden=16), Reverse(d), IAF(d, context_dim=c, hidden=16)
+    ),
+    "sylvester_stack": lambda d, c: Sequential(
+        Sylvester(d, context_dim=c, variant="triangular"),
+        Sylvester(d, context_dim=c, variant="triangular", permute=True),
+        Sylvester(d, context_dim=c, variant="orthogonal"),
+    ),
+    "mixed_stack": lambda d, c: Sequential(
+        Scale(d),
+        PCPMap(d, context_dim=c, hidden=8),
+        Householder(d, context_dim=c),
+        IAF(d, context_dim=c, hidden=8),
+    ),
 }
 
 CASES = {**SINGLE, **STACKED}
 
 INVERTIBLE = {
-    "radial", "householder", "coupling", "coupling_swap", "scale", "iaf", "iaf_permuted", "pcpmap", "reverse",
-    "nice_stack", "iaf_stack", "mixed_stack",
+    "radial",
+    "householder",
+    "coupling",
+    "coupling_swap",
+    "scale",
+    "iaf",
+    "iaf_permuted",
+    "pcpmap",
+    "reverse",
+    "nice_stack",
+    "iaf_stack",
+    "mixed_stack",
 }
 
 DIMS = (1, 2, 5)

@@ -15,6 +15,7 @@ ORDERS = {"natural": lambda d: torch.arange(1, d + 1), "random": lambda d: torch
 
 def _made_jacobians(made, z, context):
     """d output / d z, one (n_outputs, D, D) stack per sample."""
+
     def f(x):
         return torch.stack(made(x, context), dim=1)  # (B, n_outputs, D)
 
@@ -29,7 +30,9 @@ def _made_jacobians(made, z, context):
 def test_made_is_strictly_triangular_under_its_order(order_name, context_dim, dim):
     torch.manual_seed(0)
     order = ORDERS[order_name](dim)
-    made = perturb_(MADE(dim, context_dim=context_dim, hidden=12, n_layers=2, n_outputs=3, order=order)).double()
+    made = perturb_(
+        MADE(dim, context_dim=context_dim, hidden=12, n_layers=2, n_outputs=3, order=order)
+    ).double()
     z = torch.randn(3, dim, dtype=torch.float64)
     context = None if context_dim is None else torch.randn(3, context_dim, dtype=torch.float64)
     J = _made_jacobians(made, z, context)
@@ -49,7 +52,9 @@ def test_context_reaches_every_output_including_the_first(dim):
     for k, out in enumerate(torch.autograd.functional.jacobian(lambda c: made(z, c), context)):
         per_sample = out[torch.arange(3), :, torch.arange(3), :]  # (B, D, C)
         reached = per_sample.abs().sum(dim=(0, 2)) > 0
-        assert reached.all(), f"output {k}: the context does not reach variables {(~reached).nonzero().tolist()}"
+        assert reached.all(), (
+            f"output {k}: the context does not reach variables {(~reached).nonzero().tolist()}"
+        )
         first = int((order == 1).nonzero())
         assert reached[first]
 
@@ -81,8 +86,10 @@ def test_iaf_stack_with_reversal_is_not_triangular_but_its_logdet_is_the_sum_of_
     J = batch_jacobian(flow, z)
     assert (J.triu(1).abs() > 0).any() and (J.tril(-1).abs() > 0).any()
     z1, _ = steps[0](z)
-    expected = sum(torch.log(torch.sigmoid(step.m_s(x)[1])).sum(-1) for step, x in ((steps[0], z),
-                                                                                      (steps[1], z1.flip(-1))))
+    expected = sum(
+        torch.log(torch.sigmoid(step.m_s(x)[1])).sum(-1)
+        for step, x in ((steps[0], z), (steps[1], z1.flip(-1)))
+    )
     torch.testing.assert_close(flow(z)[1], expected)
 
 

@@ -92,7 +92,7 @@ def test_sylvester_logdet_exact_where_a_fixed_iteration_count_would_not_be():
 @pytest.mark.parametrize("amortized,size", [(False, 30.0), (True, 10.0)])
 @pytest.mark.parametrize("name", [n for n in CASES if n != "pcpmap" and n != "mixed_stack"])
 def test_float32_finite_at_extreme_parameters(name, amortized, size):
-    """Every raw parameter drawn with standard deviation `size`: the output and the log-det stay finite, and so do the gradients.
+    """Raw parameters drawn with standard deviation `size`: output, log-det and gradients stay finite.
 
     (Amortized flows get a smaller size: their parameters are sums over the context, and
     ``exp(s)`` of a scaling layer overflows float32 for ``s > 88`` by nature, not by formula.)

@@ -70,7 +70,9 @@ def test_parameters_receive_finite_gradients(name):
     if params:
         assert any(p.grad.abs().sum() > 0 for p in params)
     if name != "reverse":
-        assert context.grad is not None and context.grad.abs().sum() > 0, "the context does not reach the flow"
+        assert context.grad is not None and context.grad.abs().sum() > 0, (
+            "the context does not reach the flow"
+        )
 
 
 class WrongPlanar(Planar):

@@ -44,10 +44,22 @@ class MADE(nn.Module):
     (default: the natural order ``1, 2, ..., dim``).
     """
 
-    def __init__(self, dim: int, context_dim: int | None = None, hidden: int = 64, n_layers: int = 2,
-                 n_outputs: int = 2, order: torch.Tensor | None = None):
+    def __init__(
+        self,
+        dim: int,
+        context_dim: int | None = None,
+        hidden: int = 64,
+        n_layers: int = 2,
+        n_outputs: int = 2,
+        order: torch.Tensor | None = None,
+    ):
         super().__init__()
-        for name, value in (("dim", dim), ("hidden", hidden), ("n_layers", n_layers), ("n_outputs", n_outputs)):
+        for name, value in (
+            ("dim", dim),
+            ("hidden", hidden),
+            ("n_layers", n_layers),
+            ("n_outputs", n_outputs),
+        ):
             check_size(name, value)
         check_size("context_dim", context_dim, allow_none=True)
         self.dim, self.context_dim, self.n_outputs = dim, context_dim, n_outputs
@@ -55,7 +67,9 @@ class MADE(nn.Module):
             order = torch.arange(1, dim + 1)
         order = torch.as_tensor(order)
         if order.shape != (dim,) or not torch.equal(order.sort().values, torch.arange(1, dim + 1)):
-            raise ValueError(f"order must be a permutation of 1..{dim} of shape ({dim},), got {order.tolist()}")
+            raise ValueError(
+                f"order must be a permutation of 1..{dim} of shape ({dim},), got {order.tolist()}"
+            )
         self.register_buffer("order", order.long())
 
         degrees_prev = self.order
@@ -66,7 +80,9 @@ class MADE(nn.Module):
             degrees_prev = degrees
         self.hidden_layers = nn.ModuleList(layers)
         out_degrees = self.order.repeat(n_outputs)
-        self.output_layer = MaskedLinear(hidden, n_outputs * dim, out_degrees[:, None] > degrees_prev[None, :])
+        self.output_layer = MaskedLinear(
+            hidden, n_outputs * dim, out_degrees[:, None] > degrees_prev[None, :]
+        )
         self.context_layer = None if context_dim is None else nn.Linear(context_dim, hidden)
 
     def forward(self, z: torch.Tensor, context: torch.Tensor | None = None):

@@ -29,7 +29,9 @@ class Sequential(Flow):
                 raise ValueError(f"Sequential expects Flow instances; argument {i} is {type(f).__name__}")
         dims = {f.dim for f in flows}
         if len(dims) != 1:
-            raise ValueError(f"all flows in a Sequential must share one dim, got dims {[f.dim for f in flows]}")
+            raise ValueError(
+                f"all flows in a Sequential must share one dim, got dims {[f.dim for f in flows]}"
+            )
         context_dims = {f.context_dim for f in flows if f.context_dim is not None}
         if len(context_dims) > 1:
             raise ValueError(f"amortized parts must share one context_dim, got {sorted(context_dims)}")

@@ -1,0 +1,91 @@
+"""Encoder and decoder networks of the VAE: an MLP (Rezende & Mohamed 2015; Tomczak &
+Welling 2016: two hidden layers of 300 units) or gated convolutions (van den Berg et al.
+2018, Appendix: ``h = conv_A(x) * sigmoid(conv_B(x))``, Dauphin et al. 2017)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["Encoder", "Decoder", "ARCHS"]
+
+ARCHS = ("mlp", "conv")
+
+
+class Gated(nn.Module):
+    """``a(x) * sigmoid(b(x))`` for two copies ``a``, ``b`` of one layer type."""
+
+    def __init__(self, make):
+        super().__init__()
+        self.a, self.b = make(), make()
+
+    def forward(self, x):
+        return self.a(x) * torch.sigmoid(self.b(x))
+
+
+def _mlp(sizes):
+    layers = []
+    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+        layers += [nn.Linear(n_in, n_out), nn.Softplus()]
+    return nn.Sequential(*layers)
+
+
+def _check(x_dim, z_dim, hidden, arch):
+    if arch not in ARCHS:
+        raise ValueError(f"arch must be one of {ARCHS}, got {arch!r}")
+    if arch == "conv" and x_dim != 784:
+        raise ValueError(f"arch='conv' is built for 28x28 images (x_dim = 784), got x_dim = {x_dim}")
+    if not hidden or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in hidden):
+        raise ValueError(f"hidden must be a non-empty tuple of positive ints, got {hidden!r}")
+    for name, v in (("x_dim", x_dim), ("z_dim", z_dim)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be a positive int, got {v!r}")
+
+
+class Encoder(nn.Module):
+    """``x -> (mu, log_var, h)``: Gaussian parameters of ``q_0(z | x)`` and the features ``h``
+    (size ``h_dim``) that amortized flows take as context."""
+
+    def __init__(self, x_dim: int, z_dim: int, hidden=(300, 300), arch: str = "mlp"):
+        super().__init__()
+        _check(x_dim, z_dim, hidden, arch)
+        if arch == "mlp":
+            self.features = _mlp((x_dim, *hidden))
+            self.h_dim = hidden[-1]
+        else:
+            def conv(i, o, k, s, p):
+                return Gated(lambda: nn.Conv2d(i, o, k, s, p))
+            self.features = nn.Sequential(
+                nn.Unflatten(1, (1, 28, 28)),
+                conv(1, 32, 5, 1, 2), conv(32, 32, 5, 2, 2), conv(32, 64, 5, 1, 2),
+                conv(64, 64, 5, 2, 2), conv(64, 64, 5, 1, 2), conv(64, 256, 7, 1, 0), nn.Flatten(),
+            )
+            self.h_dim = 256
+        self.mu = nn.Linear(self.h_dim, z_dim)
+        self.log_var = nn.Linear(self.h_dim, z_dim)
+
+    def forward(self, x: torch.Tensor):
+        h = self.features(x)
+        return self.mu(h), self.log_var(h), h
+
+
+class Decoder(nn.Module):
+    """``z -> logits`` of the Bernoulli ``p(x | z)``, shape ``(B, x_dim)``."""
+
+    def __init__(self, x_dim: int, z_dim: int, hidden=(300, 300), arch: str = "mlp"):
+        super().__init__()
+        _check(x_dim, z_dim, hidden, arch)
+        if arch == "mlp":
+            self.net = nn.Sequential(_mlp((z_dim, *hidden)), nn.Linear(hidden[-1], x_dim))
+        else:
+            def deconv(i, o, k, s, p, op=0):
+                return Gated(lambda: nn.ConvTranspose2d(i, o, k, s, p, op))
+            self.net = nn.Sequential(
+                nn.Unflatten(1, (z_dim, 1, 1)),
+                deconv(z_dim, 64, 7, 1, 0), deconv(64, 64, 5, 1, 2), deconv(64, 32, 5, 2, 2, 1),
+                deconv(32, 32, 5, 1, 2), deconv(32, 32, 5, 2, 2, 1), deconv(32, 32, 5, 1, 2),
+                nn.Conv2d(32, 1, 1), nn.Flatten(),
+            )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)

@@ -1,0 +1,239 @@
+"""Training and evaluation of flow VAEs: KL warm-up, early stopping on the validation
+ELBO, atomic checkpoints, resumable, reproducible for a given seed on a given machine.
+
+A run lives in a folder ``out``: ``metrics.json`` (the config, one record per epoch,
+the final ``test_neg_elbo`` and, after :func:`evaluate`, ``test_nll``), ``model.pt``
+(the best model by validation ELBO) and ``last.pt`` (everything ``--resume`` needs).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pathlib
+import platform
+import time
+
+import torch
+from tqdm.auto import tqdm
+
+from . import data as datasets
+from .checkpoint import atomic_save, atomic_write_json, load_checkpoint
+from .posteriors import build_flow
+from .seeding import seed_everything
+from .vae import VAE
+
+__all__ = ["train", "evaluate", "build_model", "TrainingDiverged"]
+
+# Settings that define the model; everything else in the config is about training.
+MODEL_KEYS = ("flow", "flow_length", "amortized", "latent_dim", "hidden", "arch", "sylvester_variant")
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint was kept."""
+
+
+def build_model(config: dict) -> VAE:
+    """The VAE described by a run's config (the keys of ``MODEL_KEYS``)."""
+    hidden = tuple(config["hidden"])
+    h_dim = 256 if config["arch"] == "conv" else hidden[-1]
+    flow = build_flow(
+        config["flow"],
+        config["flow_length"],
+        config["latent_dim"],
+        h_dim if config["amortized"] else None,
+        config["sylvester_variant"],
+    )
+    return VAE(784, config["latent_dim"], hidden, flow, config["arch"])
+
+
+def load_split(config: dict, split: str, subset: int | None = None) -> torch.Tensor:
+    """A split as float pixels; grey-level data sets are binarized once with a fixed seed for
+    validation and test (so every evaluation sees the same 0/1 images) and left grey for training
+    when ``binarize == "dynamic"`` (a fresh Bernoulli sample per epoch).
+
+    ``subset`` takes a fixed random subset (the same for every run), not the first images: the
+    binarized-MNIST test file is sorted by digit, so its first 1000 images are all zeros."""
+    x, _ = datasets.load(config["data"], split)
+    if subset is not None:
+        x = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:subset]]
+    if config["data"] != "binarized-mnist" and (split != "train" or config["binarize"] == "static"):
+        x = datasets.dynamic_binarize(x, torch.Generator().manual_seed(1234 + len(split)))
+    return x
+
+
+@torch.no_grad()
+def mean_elbo(model: VAE, x: torch.Tensor, batch_size: int, device) -> dict:
+    """Mean ELBO, reconstruction and KL over ``x`` (single-sample estimates)."""
+    model.eval()
+    totals = {"elbo": 0.0, "reconstruction": 0.0, "kl": 0.0}
+    for i in range(0, len(x), batch_size):
+        e = model.elbo(x[i : i + batch_size].to(device))
+        for key in totals:
+            totals[key] += getattr(e, key).sum().item()
+    return {key: v / len(x) for key, v in totals.items()}
+
+
+def machine() -> dict:
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
+
+
+def train(config: dict, progress: bool = True) -> dict:
+    """Train the VAE of ``config`` (the CLI's arguments by name) into ``config["out"]``.
+
+    Returns the metrics written to ``metrics.json``. Raises :class:`TrainingDiverged` on a
+    non-finite loss, after writing the metrics with the reason.
+    """
+    out = pathlib.Path(config["out"])
+    device = torch.device(config["device"])
+    train_x = load_split(config, "train", config["subset"])
+    valid_x = load_split(config, "valid")
+    test_x = load_split(config, "test")
+    out.mkdir(parents=True, exist_ok=True)
+
+    seed_everything(config["seed"])
+    model = build_model(config).to(device)
+    opt_cls = {"adam": torch.optim.Adam, "adamax": torch.optim.Adamax}[config["optimizer"]]
+    optimizer = opt_cls(model.parameters(), lr=config["lr"])
+    shuffle = torch.Generator().manual_seed(config["seed"])
+    n_batches = math.ceil(len(train_x) / config["batch_size"])
+    warmup_steps = config["warmup"] * n_batches
+
+    metrics = {
+        "config": config,
+        "machine": machine(),
+        "epochs": [],
+        "best_epoch": None,
+        "best_valid_elbo": None,
+        "status": "running",
+    }
+    start, step, stale = 0, 0, 0
+    if config["resume"] and (out / "last.pt").exists():
+        state = load_checkpoint(out / "last.pt", map_location=device)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        shuffle.set_state(state["shuffle_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        start, step, stale = state["epoch"], state["step"], state["stale"]
+        previous = json.loads((out / "metrics.json").read_text())
+        metrics.update({k: previous[k] for k in ("epochs", "best_epoch", "best_valid_elbo")})
+
+    for epoch in range(start, config["epochs"]):
+        model.train()
+        t0 = time.perf_counter()
+        total = 0.0
+        perm = torch.randperm(len(train_x), generator=shuffle)
+        bar = tqdm(
+            range(n_batches), desc=f"epoch {epoch + 1}/{config['epochs']}", leave=False, disable=not progress
+        )
+        for b in bar:
+            x = train_x[perm[b * config["batch_size"] : (b + 1) * config["batch_size"]]]
+            if config["data"] != "binarized-mnist" and config["binarize"] == "dynamic":
+                x = datasets.dynamic_binarize(x, shuffle)
+            x = x.to(device)
+            beta = min(1.0, step / warmup_steps) if warmup_steps else 1.0
+            e = model.elbo(x)
+            loss = e.loss(beta)
+            if not torch.isfinite(loss):
+                metrics["status"] = (
+                    f"stopped: non-finite loss ({loss.item()}) at epoch {epoch + 1}, batch {b + 1}; "
+                    f"the last good checkpoint is kept in {out / 'model.pt'}"
+                )
+                atomic_write_json(metrics, out / "metrics.json")
+                raise TrainingDiverged(metrics["status"])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            total += e.elbo.detach().sum().item()
+            bar.set_postfix(elbo=f"{e.elbo.mean().item():.2f}", beta=f"{beta:.2f}")
+        seconds = time.perf_counter() - t0
+        valid = mean_elbo(model, valid_x, 500, device)
+        record = {
+            "epoch": epoch + 1,
+            "train_elbo": total / len(train_x),
+            "valid_elbo": valid["elbo"],
+            "valid_reconstruction": valid["reconstruction"],
+            "valid_kl": valid["kl"],
+            "beta": beta,
+            "seconds": seconds,
+        }
+        metrics["epochs"].append(record)
+        if metrics["best_valid_elbo"] is None or valid["elbo"] > metrics["best_valid_elbo"]:
+            metrics["best_valid_elbo"], metrics["best_epoch"], stale = valid["elbo"], epoch + 1, 0
+            atomic_save({"model": model.state_dict(), "config": config}, out / "model.pt")
+        else:
+            stale += 1
+        atomic_save(
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "shuffle_rng": shuffle.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "epoch": epoch + 1,
+                "step": step,
+                "stale": stale,
+            },
+            out / "last.pt",
+        )
+        atomic_write_json(metrics, out / "metrics.json")
+        if progress:
+            tqdm.write(
+                f"epoch {epoch + 1}: train ELBO {record['train_elbo']:.2f}, valid ELBO {valid['elbo']:.2f}, "
+                f"{seconds:.1f} s"
+            )
+        if stale >= config["patience"]:
+            metrics["status"] = f"early stop: no validation improvement in {stale} epochs"
+            break
+    else:
+        metrics["status"] = "completed"
+
+    model.load_state_dict(load_checkpoint(out / "model.pt", map_location=device)["model"])
+    test = mean_elbo(model, test_x, 500, device)
+    metrics.update(
+        test_neg_elbo=-test["elbo"], test_reconstruction=test["reconstruction"], test_kl=test["kl"]
+    )
+    atomic_write_json(metrics, out / "metrics.json")
+    return metrics
+
+
+def evaluate(
+    run_dir,
+    importance_samples: int = 5000,
+    subset: int | None = None,
+    batch_size: int = 100,
+    device: str = "cpu",
+    progress: bool = True,
+) -> dict:
+    """Add the importance-sampled test NLL (Burda et al. 2016) of the run's best model to its
+    ``metrics.json``: ``test_nll`` (nats, minus the mean of log p(x)), ``test_nll_stderr``."""
+    run_dir = pathlib.Path(run_dir)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    config = metrics["config"]
+    model = build_model(config).to(device)
+    model.load_state_dict(load_checkpoint(run_dir / "model.pt", map_location=device)["model"])
+    model.eval()
+    x = load_split(config, "test", subset)
+    seed_everything(config["seed"])
+    log_px = []
+    for i in tqdm(range(0, len(x), batch_size), desc="importance sampling", disable=not progress):
+        log_px.append(model.log_likelihood(x[i : i + batch_size].to(device), importance_samples).cpu())
+    log_px = torch.cat(log_px).double()
+    same_images = mean_elbo(model, x, batch_size, device)
+    metrics.update(
+        test_nll=-log_px.mean().item(),
+        test_nll_stderr=log_px.std().item() / math.sqrt(len(x)),
+        test_nll_importance_samples=importance_samples,
+        test_nll_examples=len(x),
+        test_nll_subset=subset,
+        test_neg_elbo_same_images=-same_images["elbo"],
+    )
+    atomic_write_json(metrics, run_dir / "metrics.json")
+    return metrics

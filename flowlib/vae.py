@@ -1,0 +1,143 @@
+"""A variational autoencoder whose posterior is a diagonal Gaussian pushed through a flow.
+
+Generative model (Kingma & Welling 2014): ``p(z) = N(0, I)``, ``p(x | z) = Bernoulli(sigmoid(decoder(z)))``.
+Approximate posterior (Rezende & Mohamed 2015, Sec. 4.2): ``z_0 ~ N(mu(x), diag sigma(x)^2)``, then
+``z_K = f_K o ... o f_1 (z_0)`` with
+
+    log q_K(z_K | x) = log q_0(z_0 | x) - sum_k log|det df_k/dz_{k-1}|                  (eq. 13)
+    ELBO(x) = E_q[ log p(x | z_K) + log p(z_K) - log q_K(z_K | x) ]                      (eq. 15)
+
+An amortized flow takes the encoder's features ``h(x)`` as its context.
+``log_likelihood`` is the importance-sampled estimate of Burda et al. (2016, eq. 8).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .encoders import Decoder, Encoder
+from .flows.base import Flow
+
+__all__ = ["VAE", "ELBO"]
+
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+def log_standard_normal(z: torch.Tensor) -> torch.Tensor:
+    """``log N(z; 0, I)`` summed over the last axis."""
+    return -0.5 * (z * z + LOG_2PI).sum(-1)
+
+
+def log_diag_normal(z: torch.Tensor, mu: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
+    """``log N(z; mu, diag exp(log_var))`` summed over the last axis."""
+    return -0.5 * ((z - mu) ** 2 * torch.exp(-log_var) + log_var + LOG_2PI).sum(-1)
+
+
+@dataclass
+class ELBO:
+    """Per-example single-sample ELBO and its parts, each of shape ``(B,)``, in nats."""
+
+    reconstruction: torch.Tensor  # log p(x | z_K)
+    log_p_z: torch.Tensor  # log p(z_K)
+    log_q: torch.Tensor  # log q_K(z_K | x)
+
+    @property
+    def kl(self) -> torch.Tensor:
+        """Single-sample estimate of ``KL(q_K(z | x) || p(z))``."""
+        return self.log_q - self.log_p_z
+
+    @property
+    def elbo(self) -> torch.Tensor:
+        return self.reconstruction - self.kl
+
+    def loss(self, beta: float = 1.0) -> torch.Tensor:
+        """Mean of ``-(reconstruction - beta * KL)``: the training loss with KL warm-up."""
+        return -(self.reconstruction - beta * self.kl).mean()
+
+
+class VAE(nn.Module):
+    """``VAE(x_dim=784, z_dim=40, hidden=(300, 300), flow=None, arch="mlp")``.
+
+    ``flow`` is any :class:`flowlib.flows.Flow` of dimension ``z_dim``; an amortized one
+    must have ``context_dim`` equal to the encoder's feature size ``hidden[-1]``
+    (``h_dim``). ``arch="conv"`` uses gated convolutions (van den Berg et al. 2018).
+    """
+
+    def __init__(self, x_dim: int = 784, z_dim: int = 40, hidden: tuple[int, ...] = (300, 300),
+                 flow: Flow | None = None, arch: str = "mlp"):
+        super().__init__()
+        self.x_dim, self.z_dim = x_dim, z_dim
+        self.encoder = Encoder(x_dim, z_dim, hidden, arch)
+        self.decoder = Decoder(x_dim, z_dim, tuple(reversed(hidden)), arch)
+        self.h_dim = self.encoder.h_dim
+        if flow is not None:
+            if not isinstance(flow, Flow):
+                raise ValueError(f"flow must be a flowlib Flow or None, got {type(flow).__name__}")
+            if flow.dim != z_dim:
+                raise ValueError(f"flow.dim must equal z_dim = {z_dim}, got {flow.dim}")
+            if flow.amortized and flow.context_dim != self.h_dim:
+                raise ValueError(
+                    f"an amortized flow needs context_dim = h_dim = {self.h_dim}, got {flow.context_dim}"
+                )
+        self.flow = flow
+
+    def _check_x(self, x):
+        if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[1] != self.x_dim:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"expected x of shape (B, {self.x_dim}), got {shape}")
+
+    def posterior(self, x: torch.Tensor, n_samples: int = 1):
+        """Draw ``z_K ~ q_K(z | x)``: returns ``z_K`` and ``log q_K(z_K | x)`` with a leading
+        sample axis, shapes ``(n_samples, B, z_dim)`` and ``(n_samples, B)``."""
+        self._check_x(x)
+        mu, log_var, h = self.encoder(x)
+        return self._sample(mu, log_var, h, n_samples)
+
+    def _sample(self, mu, log_var, h, n_samples):
+        B = mu.shape[0]
+        eps = torch.randn(n_samples, B, self.z_dim, dtype=mu.dtype, device=mu.device)
+        z0 = mu + torch.exp(0.5 * log_var) * eps  # reparameterization (Kingma & Welling 2014, eq. 10)
+        log_q = log_diag_normal(z0, mu, log_var)
+        if self.flow is None:
+            return z0, log_q
+        context = h.expand(n_samples, B, self.h_dim).reshape(-1, self.h_dim) if self.flow.amortized else None
+        zK, logdet = self.flow(z0.reshape(-1, self.z_dim), context)
+        return zK.view(n_samples, B, self.z_dim), log_q - logdet.view(n_samples, B)
+
+    def log_p_x_given_z(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Bernoulli ``log p(x | z)`` summed over pixels; ``z`` may carry leading sample axes."""
+        logits = self.decoder(z.reshape(-1, self.z_dim)).view(*z.shape[:-1], self.x_dim)
+        return -F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none").sum(-1)
+
+    def elbo(self, x: torch.Tensor) -> ELBO:
+        """Single-sample ELBO per example, with its parts (eq. 15)."""
+        z, log_q = self.posterior(x, 1)
+        return ELBO(self.log_p_x_given_z(x, z)[0], log_standard_normal(z)[0], log_q[0])
+
+    @torch.no_grad()
+    def log_likelihood(self, x: torch.Tensor, k: int = 5000, max_rows: int = 50_000) -> torch.Tensor:
+        """Importance-sampled ``log p(x) ~= logsumexp_k [log p(x, z_k) - log q(z_k | x)] - log k``
+        per example (Burda et al. 2016), drawing the ``k`` samples in chunks of at most
+        ``max_rows`` decoder rows so that ``k = 5000`` fits in memory."""
+        self._check_x(x)
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"k must be a positive int, got {k!r}")
+        mu, log_var, h = self.encoder(x)
+        chunk = max(1, max_rows // x.shape[0])
+        log_w = []
+        for start in range(0, k, chunk):
+            z, log_q = self._sample(mu, log_var, h, min(chunk, k - start))
+            log_w.append(self.log_p_x_given_z(x, z) + log_standard_normal(z) - log_q)
+        return torch.logsumexp(torch.cat(log_w, 0), dim=0) - math.log(k)
+
+    @torch.no_grad()
+    def sample(self, n: int) -> torch.Tensor:
+        """Pixel probabilities of ``n`` samples from the model, ``z ~ p(z)``."""
+        p = next(self.parameters())
+        z = torch.randn(n, self.z_dim, dtype=p.dtype, device=p.device)
+        return torch.sigmoid(self.decoder(z))
