@@ -61,6 +61,7 @@ def test_inverse(name, dim, amortized):
 @pytest.mark.parametrize("name", list(CASES))
 def test_parameters_receive_finite_gradients(name):
     flow, z, context = build(name, 3, amortized=True, dtype=torch.float32)
+    z.requires_grad_(True)
     if context is not None:
         context.requires_grad_(True)
     out, logdet = flow(z, context)
@@ -102,12 +103,3 @@ def test_the_harness_catches_a_wrong_logdet(broken):
             p.add_(torch.randn_like(p))
     with pytest.raises(AssertionError, match="off by"):
         check_logdet(flow, z, atol=1e-9, rtol=1e-9)
-
-
-def test_wrong_planar_looks_right_near_identity():
-    """Why we perturb: at tiny parameters the wrong formula is off by less than 1e-3."""
-    torch.manual_seed(0)
-    flow = WrongPlanar(4, init_std=1e-2).double()
-    z = torch.randn(5, 4, dtype=torch.float64)
-    err = check_logdet(flow, z, atol=1e-3, rtol=0)
-    assert err > 0
