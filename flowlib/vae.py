@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .encoders import Decoder, Encoder
-from .flows.base import Flow
+from .flows.base import Flow, check_inputs
 
 __all__ = ["VAE", "ELBO"]
 
@@ -87,9 +87,7 @@ class VAE(nn.Module):
         self.flow = flow
 
     def _check_x(self, x):
-        if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[1] != self.x_dim:
-            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"expected x of shape (B, {self.x_dim}), got {shape}")
+        check_inputs("VAE", self.x_dim, None, x, None, "x")
 
     def posterior(self, x: torch.Tensor, n_samples: int = 1):
         """Draw ``z_K ~ q_K(z | x)``: returns ``z_K`` and ``log q_K(z_K | x)`` with a leading
