@@ -22,7 +22,8 @@ FLOWS = ("none", "planar", "radial", "householder", "nice", "iaf", "sylvester", 
 
 
 def build_flow(name: str, length: int, z_dim: int, context_dim: int | None,
-               sylvester_variant: str = "orthogonal", iaf_hidden: int = 320) -> Flow | None:
+               sylvester_variant: str = "orthogonal", iaf_hidden: int = 320,
+               sylvester_M: int | None = None, sylvester_reflections: int | None = None) -> Flow | None:
     """``length`` layers of the family ``name`` on ``R^z_dim``; amortized from a context of
     size ``context_dim``, or static when it is None. ``"none"`` gives None.
 
@@ -31,6 +32,8 @@ def build_flow(name: str, length: int, z_dim: int, context_dim: int | None,
     - ``iaf``: ``length`` IAF steps (MADE width ``iaf_hidden``) with the order reversed between steps.
     - ``sylvester``: ``length`` Sylvester layers of ``sylvester_variant``; the triangular
       variant alternates identity and reversal permutations, as in van den Berg et al. (2018).
+      ``sylvester_M`` (orthogonal: columns of Q) and ``sylvester_reflections`` (householder:
+      reflections per Q) default to ``z_dim``.
     """
     if name not in FLOWS:
         raise ValueError(f"flow must be one of {FLOWS}, got {name!r}")
@@ -55,7 +58,9 @@ def build_flow(name: str, length: int, z_dim: int, context_dim: int | None,
                 layers.append(Reverse(z_dim))
             layers.append(IAF(z_dim, context_dim=c, hidden=iaf_hidden))
     elif name == "sylvester":
-        layers = [Sylvester(z_dim, context_dim=c, variant=sylvester_variant,
+        extra = {"orthogonal": {"M": sylvester_M}, "householder": {"n_reflections": sylvester_reflections},
+                 "triangular": {}}.get(sylvester_variant, {})
+        layers = [Sylvester(z_dim, context_dim=c, variant=sylvester_variant, **extra,
                             permute=sylvester_variant == "triangular" and k % 2 == 1) for k in range(length)]
     else:
         layers = [PCPMap(z_dim, context_dim=c) for _ in range(length)]

@@ -28,6 +28,8 @@ __all__ = ["train", "evaluate", "build_model", "TrainingDiverged"]
 
 # Settings that define the model; everything else in the config is about training.
 MODEL_KEYS = ("flow", "flow_length", "amortized", "latent_dim", "hidden", "arch", "sylvester_variant")
+# Optional model settings (absent from older configs; None means the default).
+OPTIONAL_MODEL_KEYS = ("sylvester_M", "sylvester_reflections")
 
 
 class TrainingDiverged(RuntimeError):
@@ -44,6 +46,7 @@ def build_model(config: dict) -> VAE:
         config["latent_dim"],
         h_dim if config["amortized"] else None,
         config["sylvester_variant"],
+        **{k: config.get(k) for k in OPTIONAL_MODEL_KEYS},
     )
     return VAE(784, config["latent_dim"], hidden, flow, config["arch"])
 

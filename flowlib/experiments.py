@@ -1,0 +1,255 @@
+"""Experiment tables: one configuration file per row, one protocol shared by every row.
+
+An experiment folder (e.g. ``experiments/mnist``) holds ``protocol.json`` (the training and
+evaluation settings every row shares, the seeds, and where runs and results go) and
+``rows/<name>.json`` (what differs between rows: the posterior flow). Running a row trains
+it with :func:`flowlib.train.train`, adds the importance-sampled NLL with
+:func:`flowlib.train.evaluate`, and copies the small results (metrics, a few images) to the
+results folder, where ``table`` assembles them (mean +- std over seeds)::
+
+    python -m flowlib.experiments run experiments/mnist --rows none iaf-2 --seeds 0
+    python -m flowlib.experiments table experiments/mnist
+
+Runs are resumable: an interrupted row continues from its ``last.pt``, and raising
+``epochs`` in the protocol extends a finished row rather than restarting it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import pathlib
+import shlex
+import statistics
+import subprocess
+import sys
+
+__all__ = ["load_experiment", "row_config", "run_row", "collect", "format_table", "main"]
+
+# Keys a row file may set; everything else comes from the protocol.
+ROW_KEYS = ("flow", "flow_length", "amortized", "sylvester_variant", "sylvester_M", "sylvester_reflections")
+ROW_INFO = ("label", "paper")
+
+
+def _read_json(path: pathlib.Path, what: str) -> dict:
+    if not path.is_file():
+        raise FileNotFoundError(f"{what}: expected a JSON file at {path}")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{what}: {path} is not valid JSON ({err})") from None
+
+
+def load_experiment(folder) -> tuple[dict, dict[str, dict]]:
+    """``(protocol, rows)`` of an experiment folder; rows keyed by file stem, in name order."""
+    folder = pathlib.Path(folder)
+    protocol = _read_json(folder / "protocol.json", "experiment protocol")
+    for key in ("train", "evaluate", "seeds", "runs", "results"):
+        if key not in protocol:
+            raise ValueError(f"{folder / 'protocol.json'}: missing the key {key!r}")
+    rows = {}
+    for path in sorted((folder / "rows").glob("*.json")):
+        row = _read_json(path, "experiment row")
+        unknown = set(row) - set(ROW_KEYS) - set(ROW_INFO)
+        if unknown:
+            raise ValueError(f"{path}: unknown keys {sorted(unknown)}; a row may set {ROW_KEYS + ROW_INFO}")
+        if "flow" not in row or "label" not in row:
+            raise ValueError(f"{path}: a row needs at least 'flow' and 'label'")
+        rows[path.stem] = row
+    if not rows:
+        raise ValueError(f"{folder / 'rows'}: no row files (*.json)")
+    return protocol, rows
+
+
+def row_config(protocol: dict, row: dict, seed: int, out: pathlib.Path) -> dict:
+    """The full :func:`flowlib.train.train` config of one row and seed."""
+    config = {"flow_length": 0, "amortized": True, "sylvester_variant": "orthogonal", "subset": None,
+              "resume": True, "device": "cpu"}
+    config.update(protocol["train"])
+    config.update({k: row[k] for k in ROW_KEYS if k in row})
+    config.update(seed=seed, out=str(out))
+    return config
+
+
+def _git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def _images(run_dir: pathlib.Path, config: dict, n: int = 10, n_samples: int = 32):
+    """Reconstruction means of ``n`` fixed test images and ``n_samples`` prior samples, as uint8."""
+    import numpy as np
+    import torch
+
+    from .checkpoint import load_checkpoint
+    from .train import build_model, load_split
+
+    model = build_model(config)
+    model.load_state_dict(load_checkpoint(run_dir / "model.pt")["model"])
+    model.eval()
+    x = load_split(config, "test", n)
+    g = torch.Generator().manual_seed(config["seed"])
+    with torch.no_grad():
+        z, _ = model.posterior(x, 1)
+        recon = torch.sigmoid(model.decoder(z[0]))
+        samples = torch.sigmoid(model.decoder(torch.randn(n_samples, config["latent_dim"], generator=g)))
+    to_u8 = lambda t: (t.clamp(0, 1) * 255).round().to(torch.uint8).reshape(-1, 28, 28).numpy()
+    return {"data": to_u8(x), "reconstruction": to_u8(recon), "samples": to_u8(samples)}, np
+
+
+def run_row(folder, name: str, seed: int, progress: bool = True) -> dict:
+    """Train, evaluate and record one row and seed; returns its results record."""
+    from .train import evaluate, train
+
+    folder = pathlib.Path(folder)
+    protocol, rows = load_experiment(folder)
+    if name not in rows:
+        raise ValueError(f"unknown row {name!r}; rows in {folder}: {sorted(rows)}")
+    row = rows[name]
+    run_dir = pathlib.Path(protocol["runs"]) / name / f"seed{seed}"
+    config = row_config(protocol, row, seed, run_dir)
+    metrics = None
+    if (run_dir / "metrics.json").is_file():
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        done = len(metrics.get("epochs", [])) >= config["epochs"] or \
+            metrics.get("status", "").startswith("early")
+        if not done or "test_neg_elbo" not in metrics:
+            metrics = None
+    if metrics is None:
+        metrics = train(config, progress=progress)
+    ev = protocol["evaluate"]
+    if metrics.get("test_nll_importance_samples") != ev["importance_samples"] or \
+            metrics.get("test_nll_subset") != ev["subset"] or "test_nll" not in metrics:
+        metrics = evaluate(run_dir, ev["importance_samples"], ev["subset"], ev.get("batch_size", 100),
+                           config["device"], progress=progress)
+    record = {
+        "row": name,
+        "label": row["label"],
+        "seed": seed,
+        "command": f"python -m flowlib.experiments run {shlex.quote(str(folder))} "
+                   f"--rows {name} --seeds {seed}",
+        "git_commit": _git_commit(),
+        **{k: metrics[k] for k in metrics if k != "config"},
+        "config": {k: v for k, v in metrics["config"].items() if k not in ("out", "resume")},
+    }
+    results = pathlib.Path(protocol["results"]) / name
+    results.mkdir(parents=True, exist_ok=True)
+    from .checkpoint import atomic_write_json
+
+    atomic_write_json(record, results / f"seed{seed}.json")
+    images, np = _images(run_dir, config)
+    tmp = results / f".seed{seed}_images.tmp.npz"
+    np.savez_compressed(tmp, **images)
+    tmp.replace(results / f"seed{seed}_images.npz")
+    return record
+
+
+def collect(folder) -> dict[str, list[dict]]:
+    """Every committed result of an experiment, ``{row: [record per seed]}`` in row order."""
+    protocol, rows = load_experiment(folder)
+    results = pathlib.Path(protocol["results"])
+    out = {}
+    for name in rows:
+        records = [json.loads(p.read_text()) for p in sorted((results / name).glob("seed*.json"))]
+        if records:
+            out[name] = records
+    return out
+
+
+def _mean_std(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return None, None
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def summarize(folder) -> list[dict]:
+    """One summary per row with results: mean and std over seeds of each reported quantity."""
+    protocol, rows = load_experiment(folder)
+    summary = []
+    for name, records in collect(folder).items():
+        entry = {"row": name, "label": rows[name]["label"], "seeds": [r["seed"] for r in records],
+                 "paper": rows[name].get("paper")}
+        for key in ("test_nll", "test_neg_elbo", "test_neg_elbo_same_images", "test_kl",
+                    "test_reconstruction"):
+            entry[key], entry[key + "_std"] = _mean_std([r.get(key) for r in records])
+        entry["epochs"] = [len(r["epochs"]) for r in records]
+        entry["best_epoch"] = [r["best_epoch"] for r in records]
+        entry["seconds_per_epoch"] = statistics.median(e["seconds"] for r in records for e in r["epochs"])
+        summary.append(entry)
+    return summary
+
+
+def format_table(summary: list[dict]) -> str:
+    """A markdown table: NLL, -ELBO on the same images, their gap, KL, epochs, cost."""
+    def fmt(m, s):
+        if m is None:
+            return "n/a"
+        return f"{m:.2f}" if s is None else f"{m:.2f} ± {s:.2f}"
+
+    lines = ["| model | test NLL (IS) | -ELBO, same images | gap | KL | seeds | epochs (best) | s / epoch |",
+             "|---|---|---|---|---|---|---|---|"]
+    for e in summary:
+        gap = None if e["test_nll"] is None else e["test_neg_elbo_same_images"] - e["test_nll"]
+        best = ", ".join(str(b) for b in e["best_epoch"])
+        lines.append(
+            f"| {e['label']} | {fmt(e['test_nll'], e['test_nll_std'])} | "
+            f"{fmt(e['test_neg_elbo_same_images'], e['test_neg_elbo_same_images_std'])} | "
+            f"{'n/a' if gap is None else f'{gap:.2f}'} | {fmt(e['test_kl'], e['test_kl_std'])} | "
+            f"{len(e['seeds'])} | {max(e['epochs'])} ({best}) | {e['seconds_per_epoch']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m flowlib.experiments", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="train and evaluate rows (resumable)")
+    r.add_argument("folder", type=pathlib.Path)
+    r.add_argument("--rows", nargs="+", help="row names (default: every row)")
+    r.add_argument("--seeds", nargs="+", type=int, help="seeds (default: the protocol's)")
+    r.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    r.add_argument("--quiet", action="store_true")
+    t = sub.add_parser("table", help="assemble the results into a markdown table and table.json")
+    t.add_argument("folder", type=pathlib.Path)
+    args = p.parse_args(argv)
+    try:
+        protocol, rows = load_experiment(args.folder)
+    except (FileNotFoundError, ValueError) as err:
+        p.error(str(err))
+    if args.command == "table":
+        summary = summarize(args.folder)
+        if not summary:
+            p.error(f"no results yet under {protocol['results']}")
+        from .checkpoint import atomic_write_json
+
+        atomic_write_json(summary, pathlib.Path(protocol["results"]) / "table.json")
+        print(format_table(summary))
+        return 0
+    names = args.rows or list(rows)
+    unknown = [n for n in names if n not in rows]
+    if unknown:
+        p.error(f"unknown rows {unknown}; rows in {args.folder}: {sorted(rows)}")
+    seeds = args.seeds if args.seeds is not None else protocol["seeds"]
+    if args.threads is not None:
+        import torch
+
+        if args.threads < 1:
+            p.error(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    for name in names:
+        for seed in seeds:
+            print(f"== {name} seed {seed}", flush=True)
+            rec = run_row(args.folder, name, seed, progress=not args.quiet)
+            nll = rec.get("test_nll", math.nan)
+            print(f"   {rec['label']}: test NLL {nll:.2f}, -ELBO {rec['test_neg_elbo']:.2f}, "
+                  f"{len(rec['epochs'])} epochs (best {rec['best_epoch']})", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

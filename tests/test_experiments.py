@@ -1,0 +1,104 @@
+"""Experiment tables: row files, the shared protocol, running a row, assembling the table."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+
+import pytest
+
+from flowlib import experiments
+from flowlib.flows import Sylvester
+from flowlib.posteriors import build_flow
+from flowlib.train import build_model
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+DATA = pathlib.Path(os.environ.get("FLOWLIB_DATA", REPO.parent / "shared" / "data"))
+needs_data = pytest.mark.skipif(
+    not (DATA / "binarized_mnist").is_dir(),
+    reason=f"binarized MNIST not found under {DATA}: set FLOWLIB_DATA or put the data at ../shared/data",
+)
+
+
+def test_every_mnist_row_builds_the_model_it_names():
+    protocol, rows = experiments.load_experiment(REPO / "experiments" / "mnist")
+    assert {"none", "planar-10", "iaf-2", "pcpmap-1"} <= set(rows)
+    for name, row in rows.items():
+        config = experiments.row_config(protocol, row, 0, pathlib.Path("unused"))
+        model = build_model(config)
+        assert model.z_dim == protocol["train"]["latent_dim"]
+        assert (model.flow is None) == (row["flow"] == "none"), name
+        # Rows differ from each other only in the flow: the protocol keys are untouched.
+        for key, value in protocol["train"].items():
+            assert config[key] == value, (name, key)
+
+
+def test_sylvester_size_options_reach_the_layers():
+    flow = build_flow("sylvester", 2, 6, None, "orthogonal", sylvester_M=3)
+    assert all(isinstance(f, Sylvester) and f.M == 3 for f in flow.flows)
+    flow = build_flow("sylvester", 2, 6, None, "householder", sylvester_reflections=2)
+    assert all(f.n_reflections == 2 for f in flow.flows)
+
+
+def _write(folder: pathlib.Path, protocol: dict, rows: dict) -> pathlib.Path:
+    (folder / "rows").mkdir(parents=True)
+    (folder / "protocol.json").write_text(json.dumps(protocol))
+    for name, row in rows.items():
+        (folder / "rows" / f"{name}.json").write_text(json.dumps(row))
+    return folder
+
+
+def _tiny_protocol(tmp_path):
+    return {
+        "train": {"data": "binarized-mnist", "latent_dim": 2, "hidden": [16], "arch": "mlp", "batch_size": 50,
+                  "optimizer": "adam", "lr": 1e-3, "warmup": 1, "epochs": 1, "patience": 5,
+                  "binarize": "static", "subset": 100},
+        "evaluate": {"importance_samples": 4, "subset": 10, "batch_size": 10},
+        "seeds": [0],
+        "runs": str(tmp_path / "runs"),
+        "results": str(tmp_path / "results"),
+    }
+
+
+def test_bad_experiment_folders_are_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="protocol.json"):
+        experiments.load_experiment(tmp_path)
+    protocol = _tiny_protocol(tmp_path)
+    del protocol["seeds"]
+    folder = _write(tmp_path / "a", protocol, {"x": {"flow": "none", "label": "x"}})
+    with pytest.raises(ValueError, match="missing the key 'seeds'"):
+        experiments.load_experiment(folder)
+    folder = _write(tmp_path / "b", _tiny_protocol(tmp_path), {"x": {"flow": "none", "label": "x", "lr": 1}})
+    with pytest.raises(ValueError, match=r"unknown keys \['lr'\]"):
+        experiments.load_experiment(folder)
+    with pytest.raises(SystemExit):
+        experiments.main(["run", str(folder), "--rows", "nope"])
+
+
+@needs_data
+def test_run_row_records_results_and_the_table_reads_them(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("FLOWLIB_DATA", str(DATA))
+    monkeypatch.setenv("FLOWLIB_CACHE", str(tmp_path / "cache"))
+    folder = _write(tmp_path / "exp", _tiny_protocol(tmp_path), {
+        "none": {"flow": "none", "label": "no flow"},
+        "planar-2": {"flow": "planar", "flow_length": 2, "label": "planar"},
+    })
+    assert experiments.main(["run", str(folder), "--quiet"]) == 0
+    for name in ("none", "planar-2"):
+        record = json.loads((tmp_path / "results" / name / "seed0.json").read_text())
+        assert record["command"].endswith(f"--rows {name} --seeds 0")
+        assert record["test_nll_importance_samples"] == 4 and record["test_nll_examples"] == 10
+        # The IS bound is at least as tight as the single-sample ELBO on the same images, up to noise.
+        assert record["test_nll"] < record["test_neg_elbo_same_images"] + 5
+        assert (tmp_path / "results" / name / "seed0_images.npz").is_file()
+    capsys.readouterr()
+    assert experiments.main(["table", str(folder)]) == 0
+    table = capsys.readouterr().out
+    assert "| no flow |" in table and "| planar |" in table
+    summary = json.loads((tmp_path / "results" / "table.json").read_text())
+    assert [e["row"] for e in summary] == ["none", "planar-2"]
+    # A second run finds the finished rows and does not train again.
+    mtime = (tmp_path / "runs" / "none" / "seed0" / "model.pt").stat().st_mtime_ns
+    assert experiments.main(["run", str(folder), "--rows", "none", "--quiet"]) == 0
+    assert (tmp_path / "runs" / "none" / "seed0" / "model.pt").stat().st_mtime_ns == mtime
