@@ -41,13 +41,29 @@ def _read_json(path: pathlib.Path, what: str) -> dict:
         raise ValueError(f"{what}: {path} is not valid JSON ({err})") from None
 
 
+def _repository_root(folder: pathlib.Path) -> pathlib.Path:
+    """The nearest ancestor of ``folder`` holding ``pyproject.toml``; else the working directory."""
+    for parent in folder.resolve().parents:
+        if (parent / "pyproject.toml").is_file():
+            return parent
+    return pathlib.Path.cwd()
+
+
 def load_experiment(folder) -> tuple[dict, dict[str, dict]]:
-    """``(protocol, rows)`` of an experiment folder; rows keyed by file stem, in name order."""
+    """``(protocol, rows)`` of an experiment folder; rows keyed by file stem, in name order.
+
+    The protocol's ``runs`` and ``results`` folders are relative to the repository root (the
+    nearest ancestor with a ``pyproject.toml``) and are returned as absolute paths, so that a
+    notebook, whose working directory is ``notebooks/``, finds the same files as the command line.
+    """
     folder = pathlib.Path(folder)
     protocol = _read_json(folder / "protocol.json", "experiment protocol")
     for key in ("train", "evaluate", "seeds", "runs", "results"):
         if key not in protocol:
             raise ValueError(f"{folder / 'protocol.json'}: missing the key {key!r}")
+    root = _repository_root(folder)
+    for key in ("runs", "results"):
+        protocol[key] = str(root / protocol[key])
     rows = {}
     for path in sorted((folder / "rows").glob("*.json")):
         row = _read_json(path, "experiment row")
