@@ -1,0 +1,163 @@
+"""The exercise checks of part I (chapters 01-03) and the change-of-variables widget.
+
+Every check must pass the right answer and reject a typical wrong one with an
+ExerciseError whose message names the mistake.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from flowlib.exercises import ExerciseError
+from flowlib.exercises import change_of_variables as cov
+from flowlib.exercises import determinant_lemma as mdl
+from flowlib.jacobian import autograd_logdet
+from flowlib.widgets import change_of_variables as widget
+
+
+def log_normal_1d(x):
+    return -0.5 * x**2 - 0.5 * math.log(2 * math.pi)
+
+
+def rejects(check, answer, *fragments, **kwargs):
+    """``check(answer)`` raises ExerciseError whose message contains every fragment."""
+    with pytest.raises(ExerciseError) as info:
+        check(answer, **kwargs)
+    for fragment in fragments:
+        assert fragment in str(info.value), str(info.value)
+
+
+# ------------------------------------------------------------------ change of variables
+
+
+def test_logit_normal(capsys):
+    cov.check_logit_normal(lambda y: log_normal_1d(torch.logit(y)) - torch.log(y * (1 - y)))
+    assert "Correct" in capsys.readouterr().out
+    rejects(cov.check_logit_normal, lambda y: log_normal_1d(torch.logit(y)), "Jacobian term", "missing")
+    rejects(cov.check_logit_normal, lambda y: log_normal_1d(torch.logit(y)) + torch.log(y * (1 - y)),
+            "wrong sign")
+    rejects(cov.check_logit_normal, lambda y: torch.exp(log_normal_1d(torch.logit(y))) / (y * (1 - y)),
+            "logarithm")
+    rejects(cov.check_logit_normal, lambda y: torch.zeros_like(y), "values are off", "Hint")
+    rejects(cov.check_logit_normal, lambda y: torch.zeros(3), "shape")
+    rejects(cov.check_logit_normal, "not a function", "expected a function")
+
+
+def test_square_of_normal():
+    def right(y):
+        r = torch.sqrt(y)
+        return torch.logaddexp(log_normal_1d(r), log_normal_1d(-r)) - torch.log(2 * r)
+
+    cov.check_square_of_normal(right)
+    y = torch.linspace(0.1, 5, 20, dtype=torch.float64)
+    chi2 = torch.distributions.Chi2(torch.tensor(1.0, dtype=torch.float64)).log_prob(y)
+    assert torch.allclose(cov.square_of_normal_log_density(y), chi2, atol=1e-10)
+    rejects(cov.check_square_of_normal, lambda y: log_normal_1d(torch.sqrt(y)) - torch.log(2 * torch.sqrt(y)),
+            "one preimage")
+    rejects(cov.check_square_of_normal, lambda y: math.log(2) + log_normal_1d(torch.sqrt(y)),
+            "Jacobian term is missing")
+
+
+def test_banana_density():
+    def right(y, s=0.7):
+        x2 = (y[:, 1] - s * (y[:, 0] ** 2 - 1)) * torch.exp(-0.4 * s * y[:, 0])
+        return -0.5 * (y[:, 0] ** 2 + x2**2) - math.log(2 * math.pi) - 0.4 * s * y[:, 0]
+
+    cov.check_banana_density(right, strength=0.7)
+
+    def no_jacobian(y, s=0.7):
+        return right(y, s) + 0.4 * s * y[:, 0]
+
+    rejects(cov.check_banana_density, no_jacobian, "Jacobian term is missing", strength=0.7)
+    rejects(cov.check_banana_density, lambda y: right(y) + 0.5 * math.log(2 * math.pi),
+            "normalising constant", strength=0.7)
+    rejects(cov.check_banana_density, right, "values are off", strength=1.0)  # wrong s
+
+
+# ------------------------------------------------------------------ determinant lemma
+
+
+def test_rank_one_logdet():
+    mdl.check_rank_one_logdet(lambda u, v: torch.log(torch.abs(1 + (u * v).sum(-1))))
+    rejects(mdl.check_rank_one_logdet, lambda u, v: torch.log(1 + (u * v).sum(-1)), "absolute value")
+    rejects(mdl.check_rank_one_logdet, lambda u, v: torch.log(torch.abs(1 + u * v)).sum(-1), "diagonal")
+    rejects(mdl.check_rank_one_logdet, lambda u, v: 1 + (u * v).sum(-1), "log|.|")
+    rejects(mdl.check_rank_one_logdet, lambda u, v: torch.log(torch.abs(1 + (u * u).sum(-1))), "u^T u")
+
+    def brute(u, v):  # correct, only slow: accepted
+        outer = u[:, :, None] * v[:, None, :]
+        return torch.linalg.slogdet(torch.eye(u.shape[1], dtype=u.dtype) + outer).logabsdet
+
+    mdl.check_rank_one_logdet(brute)
+
+
+def test_low_rank_logdet():
+    def right(U, V):
+        return torch.linalg.slogdet(torch.eye(U.shape[-1], dtype=U.dtype) + V.transpose(-1, -2) @ U).logabsdet
+
+    mdl.check_low_rank_logdet(right)
+    rejects(mdl.check_low_rank_logdet, lambda U, V: torch.linalg.slogdet(V.transpose(-1, -2) @ U).logabsdet,
+            "identity")
+    rejects(mdl.check_low_rank_logdet,
+            lambda U, V: torch.log(torch.abs(1 + torch.einsum("bdm,bdm->b", U, V))), "trace")
+    rejects(mdl.check_low_rank_logdet, lambda U, V: torch.linalg.det(torch.eye(3, dtype=U.dtype)
+                                                                      + V.transpose(-1, -2) @ U), "log|det|")
+
+
+def test_check_reports_a_crash_in_the_readers_code():
+    def crashes(u, v):
+        raise RuntimeError("shapes do not match")
+
+    rejects(mdl.check_rank_one_logdet, crashes, "RuntimeError", "shapes do not match")
+
+
+# ------------------------------------------------------------------ the widget's maps
+
+
+@pytest.mark.parametrize("name", list(widget.MAPS))
+@pytest.mark.parametrize("strength", [0.0, 0.4, 1.3])
+def test_maps_invert_and_logdet_matches_autograd(name, strength):
+    f = widget.get_map(name, strength)
+    x = torch.randn(40, 2, generator=torch.Generator().manual_seed(3), dtype=torch.float64) * 1.5
+    y, logdet = f.forward(x)
+    x_back, logdet_inv = f.inverse(y)
+    assert torch.allclose(x_back, x, atol=1e-9)
+    assert torch.allclose(logdet_inv, -logdet, atol=1e-10)
+    assert torch.allclose(logdet, autograd_logdet(f, x), atol=1e-10)
+
+
+@pytest.mark.parametrize("name", list(widget.MAPS))
+def test_pushforward_density_integrates_to_one(name):
+    from flowlib.grid import Grid2D
+
+    grid = Grid2D(12.0, 500)
+    mass = grid.integrate(widget.log_density(widget.get_map(name, 0.5), grid.points).exp())
+    assert abs(mass.item() - 1) < 5e-3
+
+
+def test_widget_bad_input():
+    with pytest.raises(ValueError, match="unknown map"):
+        widget.get_map("spiral")
+    with pytest.raises(ValueError, match="strength"):
+        widget.get_map("banana", -1.0)
+    with pytest.raises(ValueError, match=r"shape \(N, 2\)"):
+        widget.get_map("banana").forward(torch.zeros(5, 3))
+
+
+def test_plot_and_widget_build():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = widget.plot_pushforward("radial", 0.5, n_samples=2000)
+    assert len(fig.axes) >= 3 and all(ax.get_xlabel() for ax in fig.axes[:3])
+    plt.close(fig)
+    box = widget.pushforward_widget("sinh", 0.3, n_samples=2000)
+    dropdown, slider = box.children[0].children
+    slider.value = 0.8  # redraws
+    assert dropdown.value == "sinh"
+    plt.close("all")
