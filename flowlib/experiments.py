@@ -126,6 +126,7 @@ def run_row(folder, name: str, seed: int, progress: bool = True) -> dict:
     if name not in rows:
         raise ValueError(f"unknown row {name!r}; rows in {folder}: {sorted(rows)}")
     row = rows[name]
+    commit = _git_commit()  # the code that trains, not the HEAD when the record is written
     run_dir = pathlib.Path(protocol["runs"]) / name / f"seed{seed}"
     config = row_config(protocol, row, seed, run_dir)
     metrics = None
@@ -148,7 +149,7 @@ def run_row(folder, name: str, seed: int, progress: bool = True) -> dict:
         "seed": seed,
         "command": f"python -m flowlib.experiments run {shlex.quote(str(folder))} "
                    f"--rows {name} --seeds {seed}",
-        "git_commit": _git_commit(),
+        "git_commit": commit,
         **{k: metrics[k] for k in metrics if k != "config"},
         "config": {k: v for k, v in metrics["config"].items() if k not in ("out", "resume")},
     }
