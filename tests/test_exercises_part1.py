@@ -161,3 +161,36 @@ def test_plot_and_widget_build():
     slider.value = 0.8  # redraws
     assert dropdown.value == "sinh"
     plt.close("all")
+
+
+# ------------------------------------------------------------------ VAEs and the ELBO
+
+
+def test_gaussian_kl():
+    from flowlib.exercises import elbo
+
+    check = elbo.check_gaussian_kl
+    check(lambda mu, lv: 0.5 * (mu**2 + lv.exp() - 1 - lv).sum(-1))
+    rejects(check, lambda mu, lv: (mu**2 + lv.exp() - 1 - lv).sum(-1), "1/2")
+    rejects(check, lambda mu, lv: 0.5 * (mu**2 + (2 * lv).exp() - 1 - 2 * lv).sum(-1), "log sigma")
+    rejects(check, lambda mu, lv: 0.5 * (mu**2 + lv.exp() - lv).sum(-1), "-1")
+    rejects(check, lambda mu, lv: 0.5 * (mu**2 + lv.exp() - 1 - lv).mean(-1), "SUM over dimensions")
+    rejects(check, lambda mu, lv: 0.5 * (mu**2 + lv.exp() - 1 - lv).sum(), "one KL per row")
+    # the closed form agrees with torch.distributions
+    mu, log_var = torch.randn(4, 3, dtype=torch.float64), torch.randn(4, 3, dtype=torch.float64)
+    q = torch.distributions.Normal(mu, (0.5 * log_var).exp())
+    p = torch.distributions.Normal(torch.zeros_like(mu), torch.ones_like(mu))
+    assert torch.allclose(elbo.gaussian_kl(mu, log_var), torch.distributions.kl_divergence(q, p).sum(-1))
+
+
+def test_reparameterize(capsys):
+    from flowlib.exercises import elbo
+
+    check = elbo.check_reparameterize
+    check(lambda mu, lv, eps: mu + torch.exp(0.5 * lv) * eps)
+    assert capsys.readouterr().out.count("Correct") == 2
+    rejects(check, lambda mu, lv, eps: mu + torch.exp(lv) * eps, "variance itself")
+    rejects(check, lambda mu, lv, eps: mu + lv * eps, "exp(log_var / 2)")
+    rejects(check, lambda mu, lv, eps: torch.exp(0.5 * lv) * eps, "add the mean")
+    rejects(check, lambda mu, lv, eps: (mu + torch.exp(0.5 * lv) * eps).detach(), "no gradient flows")
+    rejects(check, lambda mu, lv, eps: mu.detach() + torch.exp(0.5 * lv) * eps, "gradients are not")
