@@ -24,7 +24,7 @@ endif
 TEST_PATHS := $(wildcard tests notebooks)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test lint book clean distclean
+.PHONY: help venv test lint book render-check clean distclean
 
 help:
 	@sed -n '3,7p' Makefile | sed 's/^# *//'
@@ -75,6 +75,14 @@ test: $(STAMP)
 book: $(STAMP)
 	$(BIN)/jupyter-book build --all -W -n --keep-going .
 	@echo "The book is at $(abspath _build/html/index.html)"
+
+# ---------------------------------------------------------------- rendering
+# Opens the built book (run `make book` first) in headless Chromium from Debian's packages
+# (apt-get install -y chromium): every page of _toc.yml must show maths rendered by MathJax and
+# load its figures; a screenshot of each page goes to _build/screenshots. Offline, a local
+# MathJax 3 is fetched once with `npm pack` (see scripts/check_render.py).
+render-check: $(STAMP)
+	$(BIN)/python scripts/check_render.py --html _build/html --toc _toc.yml --out _build/screenshots
 
 # ---------------------------------------------------------------- cleaning
 clean:
