@@ -1,4 +1,5 @@
-"""Command line: ``python -m flowlib train ...`` and ``python -m flowlib evaluate DIR ...``.
+"""Command line: ``python -m flowlib train ...``, ``python -m flowlib evaluate DIR ...`` and
+``python -m flowlib figure3 --out DIR`` (the book's reproduction of Rezende & Mohamed's Figure 3).
 
 Bad arguments (an unknown flow or data set, an impossible size, a missing run folder)
 exit with code 2 and a message listing what is valid, before anything is written.
@@ -108,7 +109,62 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=_int_at_least(1), default=100)
     e.add_argument("--device", default="cpu")
     e.add_argument("--quiet", action="store_true")
+
+    _figure3_parser(sub)
     return p
+
+
+def _figure3_parser(sub) -> None:
+    from .densities import TARGETS
+    from .figure3 import DEFAULTS, FLOWS
+
+    f = sub.add_parser(
+        "figure3",
+        help="fit planar, radial and NICE flows to U1..U4 (Rezende & Mohamed 2015, Figure 3); "
+        "writes DIR/results.json and DIR/states.pt",
+    )
+    f.add_argument("--out", required=True, type=pathlib.Path, help="results folder (created)")
+    f.add_argument("--flows", nargs="+", choices=sorted(FLOWS), default=DEFAULTS["flows"])
+    f.add_argument("--K", nargs="+", type=_int_at_least(1), default=DEFAULTS["K"], help="flow lengths")
+    f.add_argument("--targets", nargs="+", choices=sorted(TARGETS), default=DEFAULTS["targets"])
+    f.add_argument("--steps", type=_int_at_least(1), default=DEFAULTS["steps"])
+    f.add_argument("--batch-size", type=_int_at_least(1), default=DEFAULTS["batch_size"])
+    f.add_argument("--lr", type=_positive_float, default=DEFAULTS["lr"])
+    f.add_argument("--optimizer", choices=("adam", "rmsprop"), default=DEFAULTS["optimizer"])
+    f.add_argument(
+        "--anneal-steps",
+        type=_int_at_least(1),
+        default=DEFAULTS["anneal_steps"],
+        help="beta_t = min(1, 0.01 + t / ANNEAL_STEPS); the paper's 10000",
+    )
+    f.add_argument("--constant-lr", dest="cosine", action="store_false", default=DEFAULTS["cosine"],
+                   help="no cosine decay of the learning rate")
+    f.add_argument("--eval-samples", type=_int_at_least(2), default=DEFAULTS["eval_samples"])
+    f.add_argument("--seed", type=_int_at_least(0), default=DEFAULTS["seed"])
+    f.add_argument("--threads", type=_int_at_least(1), default=1, help="torch threads (default 1)")
+    f.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _figure3(p, args) -> int:
+    import shlex
+
+    import torch
+
+    from .figure3 import run
+
+    if args.out.exists() and not args.out.is_dir():
+        p.error(f"--out {args.out} exists and is not a folder")
+    torch.set_num_threads(args.threads)
+    argv = sys.argv[1:] if sys.argv and sys.argv[0].endswith(("__main__.py", "flowlib")) else []
+    command = "python -m flowlib " + shlex.join(argv) if argv else None
+    results = run(
+        args.out, flows=args.flows, K=args.K, targets=args.targets, steps=args.steps,
+        batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, anneal_steps=args.anneal_steps,
+        cosine=args.cosine, eval_samples=args.eval_samples, seed=args.seed, progress=not args.quiet,
+        command=command,
+    )
+    print(f"{args.out}: {len(results['fits'])} fits in {results['total_seconds']:.0f} s")
+    return 0
 
 
 def _check_device(p, device: str):
@@ -125,6 +181,8 @@ def _check_device(p, device: str):
 def main(argv=None) -> int:
     p = parser()
     args = p.parse_args(argv)
+    if args.command == "figure3":
+        return _figure3(p, args)
     _check_device(p, args.device)
     from .train import TrainingDiverged, evaluate, train
 

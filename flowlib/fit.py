@@ -8,32 +8,49 @@ free energy (eq. 15 of the paper, with the annealing weight ``beta``) is
 
 and ``F_1(q) = KL(q_K || p) - log Z``: minimising it fits ``q_K`` to ``p``
 without ever normalising ``p``. The paper anneals ``beta_t = min(1, 0.01 + t/10000)``.
+
+An amortized flow fits a whole family ``p(z | c) ∝ exp(-U(z, c))`` at once: its
+parameters are predicted from the context ``c`` (:func:`fit_amortized_reverse_kl`).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
+from torch import nn
 
 from .flows.base import Flow
 
-__all__ = ["FitResult", "annealing", "free_energy", "sample", "fit_reverse_kl"]
+__all__ = [
+    "FitResult",
+    "OPTIMIZERS",
+    "annealing",
+    "free_energy",
+    "kl_estimate",
+    "sample",
+    "fit_reverse_kl",
+    "fit_amortized_reverse_kl",
+]
+
+OPTIMIZERS = ("adam", "rmsprop")
 
 
-def annealing(t: int) -> float:
-    """``beta_t = min(1, 0.01 + t / 10000)`` (Rezende & Mohamed 2015, Sec. 6.1)."""
-    return min(1.0, 0.01 + t / 10000)
+def annealing(t: int, n_anneal: int = 10_000) -> float:
+    """``beta_t = min(1, 0.01 + t / n_anneal)``; the paper's ``n_anneal = 10000`` (Sec. 6.1)."""
+    return min(1.0, 0.01 + t / n_anneal)
 
 
-def _check_flow(flow) -> None:
+def _check_flow(flow, amortized: bool = False) -> None:
     if not isinstance(flow, Flow):
         raise ValueError(f"expected a flowlib Flow, got {type(flow).__name__}")
-    if flow.amortized:
+    if flow.amortized and not amortized:
         raise ValueError(
             f"reverse-KL fitting of a 2-D target needs a static flow, got an amortized one "
-            f"(context_dim={flow.context_dim}); build it without context_dim"
+            f"(context_dim={flow.context_dim}); build it without context_dim, or use "
+            "fit_amortized_reverse_kl"
         )
 
 
@@ -42,16 +59,18 @@ def _params(flow):
     return (p.dtype, p.device) if p is not None else (torch.get_default_dtype(), torch.device("cpu"))
 
 
-def sample(flow: Flow, n: int, generator: torch.Generator | None = None):
+def sample(flow: Flow, n: int, generator: torch.Generator | None = None,
+           context: torch.Tensor | None = None):
     """``(z_K, log q_K(z_K))`` for ``n`` draws ``z_0 ~ N(0, I)`` pushed through ``flow``.
 
-    ``log q_K(z_K) = log q_0(z_0) - log|det df/dz_0|`` (the paper's eq. 6).
+    ``log q_K(z_K) = log q_0(z_0) - log|det df/dz_0|`` (the paper's eq. 6). An
+    amortized flow needs ``context`` of shape ``(n, context_dim)``.
     """
-    _check_flow(flow)
+    _check_flow(flow, amortized=context is not None)
     dtype, device = _params(flow)
     z0 = torch.randn(n, flow.dim, generator=generator, dtype=dtype, device=device)
     log_q0 = -0.5 * (z0**2).sum(1) - 0.5 * flow.dim * math.log(2 * math.pi)
-    zK, logdet = flow(z0)
+    zK, logdet = flow(z0, context)
     return zK, log_q0 - logdet
 
 
@@ -64,44 +83,131 @@ def free_energy(flow: Flow, U, n: int = 10_000, beta: float = 1.0,
     return float(terms.mean()), float(terms.std() / math.sqrt(n))
 
 
+def kl_estimate(flow: Flow, U, log_Z: float, n: int = 10_000,
+                generator: torch.Generator | None = None) -> tuple[float, float]:
+    """``KL(q_K || p) = F(q_K) + log Z`` (eq. 15) and its Monte Carlo standard error.
+
+    ``log_Z`` must be the log normaliser of ``exp(-U)``, e.g. ``Boxed.log_partition()``.
+    """
+    F, se = free_energy(flow, U, n, generator=generator)
+    return F + log_Z, se
+
+
 @dataclass
 class FitResult:
-    """What :func:`fit_reverse_kl` records: the step, ``beta`` and the minibatch ``F_beta``."""
+    """What the fitting routines record: the step, ``beta`` and the minibatch ``F_beta``
+    (a list per step when several tasks are fitted together)."""
 
     steps: list[int] = field(default_factory=list)
     beta: list[float] = field(default_factory=list)
     free_energy: list[float] = field(default_factory=list)
 
 
-def fit_reverse_kl(flow: Flow, U, *, steps: int = 10_000, batch_size: int = 256, lr: float = 1e-3,
-                   anneal: bool = False, log_every: int = 100, progress: bool = True,
-                   generator: torch.Generator | None = None) -> FitResult:
-    """Minimise ``F_beta`` over ``flow``'s parameters with Adam; returns the training curve.
-
-    ``anneal=True`` uses :func:`annealing` for ``beta_t``; otherwise ``beta = 1``.
-    A non-finite loss raises ``FloatingPointError`` naming the step.
-    """
-    _check_flow(flow)
-    for name, value in (("steps", steps), ("batch_size", batch_size), ("log_every", log_every)):
+def _check_fit_args(name, steps, batch_size, log_every, lr, optimizer, anneal_steps, U) -> None:
+    for arg, value in (("steps", steps), ("batch_size", batch_size), ("log_every", log_every),
+                       ("anneal_steps", anneal_steps)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"fit_reverse_kl: {name} must be a positive int, got {value!r}")
+            raise ValueError(f"{name}: {arg} must be a positive int, got {value!r}")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
+        raise ValueError(f"{name}: lr must be a positive number, got {lr!r}")
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"{name}: optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
     if not callable(U):
-        raise ValueError(f"fit_reverse_kl: U must be a callable energy z -> U(z), got {type(U).__name__}")
-    optimizer = torch.optim.Adam(flow.parameters(), lr=lr)
-    result = FitResult()
+        raise ValueError(f"{name}: U must be a callable energy, got {type(U).__name__}")
+
+
+def _minimise(parameters, loss_at: Callable[[float], torch.Tensor], *, name: str, steps: int, lr: float,
+              optimizer: str, anneal: bool, anneal_steps: int, log_every: int, progress: bool,
+              cosine: bool = False) -> FitResult:
+    """The shared loop: ``loss_at(beta)`` is the minibatch ``F_beta``; Adam, or RMSprop as in the paper;
+    with ``cosine=True`` the learning rate decays from ``lr`` to ``lr / 100`` along a half cosine.
+
+    ``loss_at`` may return a vector: one ``F_beta`` per independent task, trained on
+    their sum (their parameters are disjoint, so each task gets its own gradient) and
+    logged as a list per step."""
     from tqdm.auto import trange
 
-    for t in trange(steps, disable=not progress, desc="reverse KL", leave=False):
-        beta = annealing(t) if anneal else 1.0
-        zK, log_qK = sample(flow, batch_size, generator)
-        loss = (log_qK + beta * U(zK)).mean()
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"fit_reverse_kl: the free energy became {float(loss)} at step {t}")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+    parameters = list(parameters)
+    if optimizer == "adam":
+        opt = torch.optim.Adam(parameters, lr=lr)
+    else:
+        opt = torch.optim.RMSprop(parameters, lr=lr, momentum=0.9)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min=lr / 100) if cosine else None
+    result = FitResult()
+    for t in trange(steps, disable=not progress, desc=name, leave=False):
+        beta = annealing(t, anneal_steps) if anneal else 1.0
+        loss = loss_at(beta)
+        if not torch.isfinite(loss).all():
+            raise FloatingPointError(f"{name}: the free energy became {loss.detach().tolist()} at step {t}")
+        opt.zero_grad(set_to_none=True)
+        loss.sum().backward()
+        opt.step()
+        if schedule is not None:
+            schedule.step()
         if t % log_every == 0 or t == steps - 1:
             result.steps.append(t)
             result.beta.append(beta)
-            result.free_energy.append(float(loss.detach()))
+            result.free_energy.append(loss.detach().tolist())
     return result
+
+
+def fit_reverse_kl(flow: Flow, U, *, steps: int = 10_000, batch_size: int = 256, lr: float = 1e-3,
+                   anneal: bool = False, log_every: int = 100, progress: bool = True,
+                   generator: torch.Generator | None = None, optimizer: str = "adam",
+                   anneal_steps: int = 10_000, cosine: bool = False) -> FitResult:
+    """Minimise ``F_beta`` over ``flow``'s parameters; returns the training curve.
+
+    ``optimizer`` is ``"adam"`` or ``"rmsprop"`` (the paper's choice, here with
+    momentum 0.9). ``anneal=True`` uses :func:`annealing` with ``n_anneal =
+    anneal_steps`` for ``beta_t``; otherwise ``beta = 1``. A non-finite loss
+    raises ``FloatingPointError`` naming the step. ``cosine=True`` decays the
+    learning rate from ``lr`` to ``lr / 100`` over the run (a short budget's substitute
+    for the paper's 500k steps at one small rate).
+    """
+    _check_flow(flow)
+    _check_fit_args("fit_reverse_kl", steps, batch_size, log_every, lr, optimizer, anneal_steps, U)
+
+    def loss_at(beta):
+        zK, log_qK = sample(flow, batch_size, generator)
+        return (log_qK + beta * U(zK)).mean()
+
+    return _minimise(flow.parameters(), loss_at, name="fit_reverse_kl", steps=steps, lr=lr,
+                     optimizer=optimizer, anneal=anneal, anneal_steps=anneal_steps, log_every=log_every,
+                     progress=progress, cosine=cosine)
+
+
+def fit_amortized_reverse_kl(flow: Flow, U, sample_context, *, embed: nn.Module | None = None,
+                             steps: int = 2_000, batch_size: int = 256, lr: float = 1e-2,
+                             log_every: int = 100, progress: bool = True,
+                             generator: torch.Generator | None = None, optimizer: str = "adam",
+                             anneal: bool = False, anneal_steps: int = 10_000,
+                             cosine: bool = False) -> FitResult:
+    """Fit one amortized flow to the family ``p(z | c) ∝ exp(-U(z, c))``.
+
+    Each step draws contexts ``c = sample_context(batch_size, generator)`` of shape
+    ``(B, C)``, turns them into the flow's context ``h = embed(c)`` (the role of a
+    VAE's encoder; ``h = c`` without ``embed``), and minimises the average over
+    ``c`` of ``F_beta(q(. | c))``. ``embed``'s parameters are trained too.
+    """
+    _check_flow(flow, amortized=True)
+    _check_fit_args("fit_amortized_reverse_kl", steps, batch_size, log_every, lr, optimizer, anneal_steps, U)
+    if not flow.amortized:
+        raise ValueError("fit_amortized_reverse_kl: expected an amortized flow (built with context_dim=C); "
+                         "for a static flow use fit_reverse_kl")
+    if not callable(sample_context):
+        raise ValueError("fit_amortized_reverse_kl: sample_context must be a callable "
+                         "(n, generator) -> (n, C)")
+    if embed is not None and not isinstance(embed, nn.Module):
+        raise ValueError("fit_amortized_reverse_kl: embed must be an nn.Module or None, "
+                         f"got {type(embed).__name__}")
+    parameters = list(flow.parameters()) + (list(embed.parameters()) if embed is not None else [])
+
+    def loss_at(beta):
+        c = sample_context(batch_size, generator)
+        h = embed(c) if embed is not None else c
+        zK, log_qK = sample(flow, batch_size, generator, context=h)
+        return (log_qK + beta * U(zK, c)).mean()
+
+    return _minimise(parameters, loss_at, name="fit_amortized_reverse_kl", steps=steps, lr=lr,
+                     optimizer=optimizer, anneal=anneal, anneal_steps=anneal_steps, log_every=log_every,
+                     progress=progress, cosine=cosine)

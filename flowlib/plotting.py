@@ -40,19 +40,17 @@ def plot_energy(ax, U, grid: Grid2D | None = None, **kwargs):
 
 
 def plot_flow_density(ax, flow, grid: Grid2D | None = None, **kwargs):
-    """Draw the density ``q_K`` of a static, invertible flow applied to ``N(0, I)``.
+    """Draw the density ``q_K`` of a static flow applied to ``N(0, I)``.
 
-    ``log q_K(z) = log q_0(f^{-1}(z)) + log|det df^{-1}/dz|``; flows without an
-    inverse (planar) cannot be drawn this way: use :func:`plot_samples`.
+    ``log q_K(z) = log q_0(f^{-1}(z)) + log|det df^{-1}/dz|`` (eq. 6), with
+    :func:`flowlib.inverse.flow_inverse`: the closed-form inverse where a flow
+    has one, a one-dimensional root search for planar layers.
     """
-    import math
+    from .inverse import log_density
 
     grid = grid or Grid2D(4.0, 300)
     dtype = next(flow.parameters()).dtype
-    with torch.no_grad():
-        z0, logdet_inv = flow.inverse(grid.points.to(dtype))
-        log_q = -0.5 * (z0**2).sum(1) - math.log(2 * math.pi) + logdet_inv
-    return plot_density(ax, grid, log_q, **kwargs)
+    return plot_density(ax, grid, log_density(flow, grid.points.to(dtype)), **kwargs)
 
 
 def plot_samples(ax, z: torch.Tensor, *, lim: float = 4.0, bins: int = 200, cmap: str = "viridis",
