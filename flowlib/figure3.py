@@ -123,11 +123,16 @@ def _git_commit() -> str:
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
                                 check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "flowlib"], cwd=root,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", *_SOURCES], cwd=root,
                                capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
-    return commit + ("+uncommitted changes in flowlib/" if dirty else "")
+    return commit + (f" with uncommitted changes in {', '.join(_SOURCES)}" if dirty else "")
+
+
+# the code a Figure 3 run depends on: its commit is only meaningful if these are committed
+_SOURCES = ("flowlib/figure3.py", "flowlib/fit.py", "flowlib/densities.py", "flowlib/grid.py",
+            "flowlib/flows", "flowlib/cli.py")
 
 
 def _machine() -> dict:
