@@ -132,7 +132,8 @@ def _git_commit() -> str:
 
 # the code a Figure 3 run depends on: its commit is only meaningful if these are committed
 _SOURCES = ("flowlib/figure3.py", "flowlib/fit.py", "flowlib/densities.py", "flowlib/grid.py",
-            "flowlib/flows", "flowlib/cli.py")
+            "flowlib/cli.py",
+            *(f"flowlib/flows/{m}.py" for m in ("base", "planar", "radial", "nice", "nets", "sequential")))
 
 
 def _machine() -> dict:
