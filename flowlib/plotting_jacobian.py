@@ -35,8 +35,7 @@ def plot_matrix(ax, M: torch.Tensor, *, title: str | None = None, xlabel: str = 
     M = _as_matrix(M, "plot_matrix")
     values = M.numpy()
     vmax = float(np.abs(values).max()) or 1.0
-    colormap = plt.get_cmap(cmap).copy()
-    colormap.set_bad(zero_color)
+    colormap = plt.get_cmap(cmap).with_extremes(bad=zero_color)
     image = ax.imshow(np.ma.masked_where(values == 0, values), cmap=colormap, vmin=-vmax, vmax=vmax,
                       interpolation="nearest")
     n_rows, n_cols = values.shape
