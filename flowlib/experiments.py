@@ -75,6 +75,11 @@ def load_experiment(folder) -> tuple[dict, dict[str, dict]]:
         rows[path.stem] = row
     if not rows:
         raise ValueError(f"{folder / 'rows'}: no row files (*.json)")
+    order = protocol.get("order", [])
+    unknown = [name for name in order if name not in rows]
+    if unknown:
+        raise ValueError(f"{folder / 'protocol.json'}: 'order' names rows without a file: {unknown}")
+    rows = {name: rows[name] for name in [*order, *(n for n in rows if n not in order)]}
     return protocol, rows
 
 
@@ -202,14 +207,16 @@ def summarize(folder) -> list[dict]:
 
 
 def format_table(summary: list[dict]) -> str:
-    """A markdown table: NLL, -ELBO on the same images, their gap, KL, epochs, cost."""
+    """A markdown table: NLL, -ELBO on the same images, their gap, KL, seeds and epochs."""
     def fmt(m, s):
         if m is None:
             return "n/a"
         return f"{m:.2f}" if s is None else f"{m:.2f} ± {s:.2f}"
 
-    lines = ["| model | test NLL (IS) | -ELBO, same images | gap | KL | seeds | epochs (best) | s / epoch |",
-             "|---|---|---|---|---|---|---|---|"]
+    if not summary:
+        return "(no results yet)"
+    lines = ["| model | test NLL (IS) | -ELBO, same images | gap | KL | seeds | epochs (best) |",
+             "|---|---|---|---|---|---|---|"]
     for e in summary:
         gap = None if e["test_nll"] is None else e["test_neg_elbo_same_images"] - e["test_nll"]
         best = ", ".join(str(b) for b in e["best_epoch"])
@@ -217,7 +224,7 @@ def format_table(summary: list[dict]) -> str:
             f"| {e['label']} | {fmt(e['test_nll'], e['test_nll_std'])} | "
             f"{fmt(e['test_neg_elbo_same_images'], e['test_neg_elbo_same_images_std'])} | "
             f"{'n/a' if gap is None else f'{gap:.2f}'} | {fmt(e['test_kl'], e['test_kl_std'])} | "
-            f"{len(e['seeds'])} | {max(e['epochs'])} ({best}) | {e['seconds_per_epoch']:.1f} |"
+            f"{len(e['seeds'])} | {max(e['epochs'])} ({best}) |"
         )
     return "\n".join(lines)
 

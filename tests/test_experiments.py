@@ -102,3 +102,15 @@ def test_run_row_records_results_and_the_table_reads_them(tmp_path, monkeypatch,
     mtime = (tmp_path / "runs" / "none" / "seed0" / "model.pt").stat().st_mtime_ns
     assert experiments.main(["run", str(folder), "--rows", "none", "--quiet"]) == 0
     assert (tmp_path / "runs" / "none" / "seed0" / "model.pt").stat().st_mtime_ns == mtime
+
+
+def test_protocol_order_sets_the_row_order(tmp_path):
+    protocol = _tiny_protocol(tmp_path)
+    rows = {"a": {"flow": "none", "label": "a"}, "b": {"flow": "none", "label": "b"},
+            "c": {"flow": "none", "label": "c"}}
+    folder = _write(tmp_path / "o", dict(protocol, order=["c", "a"]), rows)
+    assert list(experiments.load_experiment(folder)[1]) == ["c", "a", "b"]
+    folder = _write(tmp_path / "p", dict(protocol, order=["zz"]), rows)
+    with pytest.raises(ValueError, match="'order' names rows without a file"):
+        experiments.load_experiment(folder)
+    assert experiments.format_table([]) == "(no results yet)"
