@@ -141,6 +141,8 @@ def _figure3_parser(sub) -> None:
                    help="no cosine decay of the learning rate")
     f.add_argument("--eval-samples", type=_int_at_least(2), default=DEFAULTS["eval_samples"])
     f.add_argument("--seed", type=_int_at_least(0), default=DEFAULTS["seed"])
+    f.add_argument("--restarts", type=_int_at_least(1), default=DEFAULTS["restarts"],
+                   help="random initialisations per fit; the one with the lowest free energy is kept")
     f.add_argument("--threads", type=_int_at_least(1), default=1, help="torch threads (default 1)")
     f.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -160,7 +162,8 @@ def _figure3(p, args) -> int:
     results = run(
         args.out, flows=args.flows, K=args.K, targets=args.targets, steps=args.steps,
         batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, anneal_steps=args.anneal_steps,
-        cosine=args.cosine, eval_samples=args.eval_samples, seed=args.seed, progress=not args.quiet,
+        cosine=args.cosine, eval_samples=args.eval_samples, seed=args.seed, restarts=args.restarts,
+        progress=not args.quiet,
         command=command,
     )
     print(f"{args.out}: {len(results['fits'])} fits in {results['total_seconds']:.0f} s")

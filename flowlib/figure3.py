@@ -30,10 +30,11 @@ import time
 import torch
 
 from .densities import BOXED
-from .fit import FitResult, _check_fit_args, _minimise, kl_estimate
+from .fit import FitResult, _check_fit_args, _minimise, free_energy, kl_estimate
 from .flows import AdditiveCoupling, Planar, Radial, Scale, Sequential
 
-__all__ = ["FLOWS", "DEFAULTS", "build", "fit_together", "run", "load", "kl_table"]
+__all__ = ["FLOWS", "DEFAULTS", "build", "fit_together", "run", "load", "kl_table", "budget",
+           "markdown_table", "plot_fits", "plot_kl"]
 
 
 def _planar(K):
@@ -65,6 +66,7 @@ DEFAULTS = {
     "eval_samples": 20_000,
     "log_every": 20,
     "seed": 0,
+    "restarts": 2,
 }
 
 
@@ -150,18 +152,20 @@ def _load() -> list[float] | None:
 
 
 def run(out, *, flows=None, K=None, targets=None, steps=None, batch_size=None, lr=None, optimizer=None,
-        anneal_steps=None, cosine=None, eval_samples=None, log_every=None, seed=None, progress=True,
-        command: str | None = None) -> dict:
+        anneal_steps=None, cosine=None, eval_samples=None, log_every=None, seed=None, restarts=None,
+        progress=True, command: str | None = None) -> dict:
     """Fit every (flow, K, target) and write ``out/results.json`` and ``out/states.pt``.
 
     Arguments left ``None`` take their value from :data:`DEFAULTS`. The targets of one
-    (flow, K) are fitted together (:func:`fit_together`), seeded with ``seed`` and the
-    group's index; each KL is estimated from ``eval_samples`` fresh samples as
-    ``F + log Z`` with ``log Z`` of the boxed target.
+    (flow, K) are fitted together (:func:`fit_together`), each from ``restarts`` random
+    initialisations, seeded with ``seed`` and the group's index. Of the restarts, the one
+    with the lowest free energy on ``eval_samples // 4`` fresh samples is kept (reverse KL
+    often drops a mode from an unlucky start); its KL is then estimated from
+    ``eval_samples`` other fresh samples as ``F + log Z``, with ``log Z`` of the boxed target.
     """
     given = {"flows": flows, "K": K, "targets": targets, "steps": steps, "batch_size": batch_size, "lr": lr,
              "optimizer": optimizer, "anneal_steps": anneal_steps, "cosine": cosine,
-             "eval_samples": eval_samples, "log_every": log_every, "seed": seed}
+             "eval_samples": eval_samples, "log_every": log_every, "seed": seed, "restarts": restarts}
     config = {k: (DEFAULTS[k] if v is None else v) for k, v in given.items()}
     for name in config["flows"]:
         build(name, 1)
@@ -181,16 +185,26 @@ def run(out, *, flows=None, K=None, targets=None, steps=None, batch_size=None, l
         bar.set_postfix_str(f"{flow_name} K={k}")
         seed_i = config["seed"] * 10_000 + index
         torch.manual_seed(seed_i)
-        flows = [build(flow_name, k) for _ in config["targets"]]
+        R = config["restarts"]
+        jobs = [(target, r) for target in config["targets"] for r in range(R)]
+        flows = [build(flow_name, k) for _ in jobs]
         t0 = time.perf_counter()
-        curve = fit_together(flows, [BOXED[t] for t in config["targets"]], steps=config["steps"],
+        curve = fit_together(flows, [BOXED[t] for t, _ in jobs], steps=config["steps"],
                              batch_size=config["batch_size"], lr=config["lr"], optimizer=config["optimizer"],
                              anneal=True, anneal_steps=config["anneal_steps"], cosine=config["cosine"],
                              log_every=config["log_every"], generator=torch.Generator().manual_seed(seed_i),
                              progress=progress)
         seconds = time.perf_counter() - t0
-        for j, (target, flow) in enumerate(zip(config["targets"], flows)):
-            eval_seed = 10**6 + seed_i * 10 + j
+        for j, target in enumerate(config["targets"]):
+            select_seed, eval_seed = 2 * 10**6 + seed_i * 10 + j, 10**6 + seed_i * 10 + j
+            n_select = max(2, config["eval_samples"] // 4)
+            candidates = [
+                free_energy(flows[j * R + r], BOXED[target], n=n_select,
+                            generator=torch.Generator().manual_seed(select_seed))[0]
+                for r in range(R)
+            ]
+            best = min(range(R), key=candidates.__getitem__)
+            flow = flows[j * R + best]
             kl, kl_se = kl_estimate(flow, BOXED[target], log_Z[target], n=config["eval_samples"],
                                     generator=torch.Generator().manual_seed(eval_seed))
             key = f"{flow_name}/K={k}/{target}"
@@ -199,18 +213,20 @@ def run(out, *, flows=None, K=None, targets=None, steps=None, batch_size=None, l
                 "key": key, "flow": flow_name, "K": k, "target": target,
                 "kl": kl, "kl_se": kl_se, "free_energy": kl - log_Z[target], "log_Z": log_Z[target],
                 "eval_seed": eval_seed, "n_parameters": sum(p.numel() for p in flow.parameters()),
+                "restart_kls": [round(F + log_Z[target], 4) for F in candidates], "chosen_restart": best,
                 "curve": {"step": curve.steps, "beta": curve.beta,
-                          "free_energy": [round(v[j], 4) for v in curve.free_energy]},
+                          "free_energy": [round(v[j * R + best], 4) for v in curve.free_energy]},
+                "group_train_seconds": round(seconds, 2),
             })
             if progress:
-                tqdm.write(f"{key}: KL = {kl:.3f} +- {kl_se:.3f} nats ({seconds:.0f} s for the group)")
-        for fit in fits[-len(flows):]:
-            fit["group_train_seconds"] = round(seconds, 2)
+                tqdm.write(f"{key}: KL = {kl:.3f} +- {kl_se:.3f} nats (restarts: "
+                           f"{', '.join(f'{c + log_Z[target]:.3f}' for c in candidates)}; {seconds:.0f} s)")
     results = {
         "description": "Rezende & Mohamed (2015) Figure 3 reproduction: reverse-KL fits of flows of "
                        "length K to the boxed targets U1..U4 (flowlib.densities.Boxed, lim 4, wall 0.1). "
-                       "kl = F + log Z, its standard error from eval_samples Monte Carlo samples; "
-                       "one seed per fit.",
+                       "kl = F + log Z, its standard error from eval_samples Monte Carlo samples, for "
+                       "the best of `restarts` initialisations by the free energy on other samples "
+                       "(restart_kls: every restart's KL on those samples).",
         "command": command or "flowlib.figure3.run (called from Python)",
         "git_commit": _git_commit(),
         "machine": _machine(),
@@ -252,3 +268,79 @@ def kl_table(results: dict, flow: str) -> dict[str, dict[int, tuple[float, float
         if fit["flow"] == flow:
             table.setdefault(fit["target"], {})[fit["K"]] = (fit["kl"], fit["kl_se"])
     return table
+
+
+# ---------------------------------------------------------------- what the chapters show
+def budget(results: dict) -> str:
+    """One sentence: the training budget, seeds, machine and time of a :func:`run`."""
+    c, m = results["config"], results["machine"]
+    decay = "with cosine decay to lr/100" if c["cosine"] else "constant"
+    load = results.get("load_average_start")
+    return (f"{c['steps']} steps of {c['batch_size']} samples per fit, {c['optimizer']} at learning rate "
+            f"{c['lr']} ({decay}), beta annealed as min(1, 0.01 + t/{c['anneal_steps']}); the best of "
+            f"{c['restarts']} random initialisations per fit by the free energy; "
+            f"KL from {c['eval_samples']} fresh samples. The whole run took "
+            f"{results['total_seconds'] / 60:.1f} min ({results['total_cpu_seconds'] / 60:.1f} CPU-min) "
+            f"on {m['cpus']} CPUs "
+            f"({m['processor']}, torch {m['torch']}, {m['torch_threads']} thread"
+            + (f", load average {load[0]:.1f} at the start" if load else "") + ").")
+
+
+def markdown_table(results: dict, flows=("planar",), targets=None) -> str:
+    """A Markdown table of ``KL ± standard error`` (nats): one row per (flow, K), one column per target."""
+    targets = list(targets or results["config"]["targets"])
+    fits = {(f["flow"], f["K"], f["target"]): f for f in results["fits"]}
+    lines = ["| flow | K | " + " | ".join(targets) + " |", "|---|---|" + "---|" * len(targets)]
+    for flow in flows:
+        for k in results["config"]["K"]:
+            cells = [f"{fits[flow, k, t]['kl']:.3f} ± {fits[flow, k, t]['kl_se']:.3f}" for t in targets]
+            lines.append(f"| {flow} | {k} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_fits(results: dict, flows: dict, columns, targets=None, n: int = 150):
+    """A Figure 3 style grid: one row per target, its density first, then ``q_K`` of each
+    ``(flow, K)`` in ``columns``, all drawn exactly on ``(-4, 4)^2`` (planar layers by inversion)."""
+    import matplotlib.pyplot as plt
+
+    from .grid import Grid2D
+    from .plotting import plot_energy, plot_flow_density
+
+    targets = list(targets or results["config"]["targets"])
+    kl = {f["key"]: f["kl"] for f in results["fits"]}
+    grid = Grid2D(4.0, n)
+    size = (2.6 * (1 + len(columns)), 2.6 * len(targets))
+    fig, axes = plt.subplots(len(targets), 1 + len(columns), figsize=size, squeeze=False)
+    for row, target in zip(axes, targets):
+        plot_energy(row[0], BOXED[target], grid, title=f"target {target}")
+        for ax, (flow, k) in zip(row[1:], columns):
+            key = f"{flow}/K={k}/{target}"
+            plot_flow_density(ax, flows[key], grid, title=f"{flow} K={k}\nKL = {kl[key]:.2f}")
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_xlabel("")
+        ax.set_ylabel("")
+    fig.tight_layout()
+    return fig
+
+
+def plot_kl(results: dict, flows=("planar", "radial", "nice"), targets=None, x: str = "K"):
+    """KL (nats, with standard errors) against ``x`` (``"K"`` or ``"n_parameters"``), one panel a target."""
+    import matplotlib.pyplot as plt
+
+    targets = list(targets or results["config"]["targets"])
+    fig, axes = plt.subplots(1, len(targets), figsize=(3.6 * len(targets), 3.4), sharey=True, squeeze=False)
+    for ax, target in zip(axes[0], targets):
+        for flow in flows:
+            fits = sorted((f for f in results["fits"] if f["flow"] == flow and f["target"] == target),
+                          key=lambda f: f[x])
+            ax.errorbar([f[x] for f in fits], [f["kl"] for f in fits], yerr=[f["kl_se"] for f in fits],
+                        marker="o", capsize=3, label=flow)
+        ax.set_xscale("log", base=2 if x == "K" else 10)
+        ax.set(title=target, xlabel="flow length K" if x == "K" else "number of parameters")
+        ax.grid(True, alpha=0.3)
+    axes[0, 0].set_ylabel("KL(q || p) (nats)")
+    axes[0, -1].legend()
+    fig.tight_layout()
+    return fig

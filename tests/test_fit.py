@@ -240,12 +240,16 @@ def flowlib(*args):
 def test_figure3_command_writes_results_that_reload(tmp_path):
     out = tmp_path / "f3"
     r = flowlib("figure3", "--out", out, "--steps", "5", "--K", "2", "--targets", "U1", "U3",
-                "--eval-samples", "2000", "--quiet")
+                "--eval-samples", "2000", "--restarts", "3", "--quiet")
     assert r.returncode == 0, r.stderr
     results = json.loads((out / "results.json").read_text())
     assert results["command"].startswith("python -m flowlib figure3 --out")
     assert {"git_commit", "machine", "total_seconds", "config", "load_average_start"} <= set(results)
     assert results["config"]["steps"] == 5 and results["machine"]["torch_threads"] == 1
+    for fit in results["fits"]:  # the kept restart is the one with the lowest free energy
+        kls = fit["restart_kls"]
+        assert len(kls) == 3 and fit["chosen_restart"] == min(range(3), key=kls.__getitem__)
+        assert len(fit["curve"]["step"]) == len(fit["curve"]["free_energy"]) == len(fit["curve"]["beta"])
     assert [f["key"] for f in results["fits"]] == [
         "planar/K=2/U1", "planar/K=2/U3", "radial/K=2/U1", "radial/K=2/U3", "nice/K=2/U1", "nice/K=2/U3"]
     results2, flows = load(out)
