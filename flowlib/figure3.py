@@ -59,7 +59,7 @@ DEFAULTS = {
     "targets": ["U1", "U2", "U3", "U4"],
     "steps": 2000,
     "batch_size": 256,
-    "lr": 0.02,
+    "lr": 0.04,
     "optimizer": "adam",
     "anneal_steps": 1000,
     "cosine": True,
