@@ -1,4 +1,4 @@
-"""``python -m flowlib {train,evaluate} ...``: see :mod:`flowlib.cli`."""
+"""``python -m flowlib {train,evaluate,figure3} ...``: see :mod:`flowlib.cli`."""
 
 import sys
 
