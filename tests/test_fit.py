@@ -33,13 +33,7 @@ matplotlib.use("Agg")
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # small tensors: one thread is as fast, and far faster on a loaded machine
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def perturbed(flow, std=0.7, seed=0):

@@ -35,13 +35,7 @@ DATA = pathlib.Path(os.environ.get("FLOWLIB_DATA", REPO.parent / "shared" / "dat
 RESULTS = REPO / "results" / "posterior2d"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Many small tensor operations (Newton, bisection): one thread is much faster on a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def _perturb(module, std=0.3, seed=0):
