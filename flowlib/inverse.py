@@ -22,7 +22,30 @@ import torch
 from .flows import Planar, Sequential
 from .flows.base import Flow
 
-__all__ = ["planar_inverse", "flow_inverse", "log_density"]
+__all__ = ["solve_planar", "planar_inverse", "flow_inverse", "log_density"]
+
+
+def solve_planar(u_hat, w, b, y, max_iterations: int = 200) -> torch.Tensor:
+    """``z`` with ``z + u_hat tanh(w^T z + b) = y``, per sample, for the layer's (possibly
+    per-sample) ``u_hat``, ``w`` (``(B, D)`` or ``(1, D)``) and ``b``: safeguarded Newton on
+    ``g(a) = a + m tanh(a + b) - w^T y`` inside its bracket ``[w^T y - |m|, w^T y + |m|]``."""
+    m = (w * u_hat).sum(-1)
+    c = (w * y).sum(-1)  # g(a) = c
+    lo, hi = c - m.abs(), c + m.abs()
+    a = c.clone()
+    tol = 4 * torch.finfo(y.dtype).eps
+    for _ in range(max_iterations):
+        t = torch.tanh(a + b)
+        g = a + m * t - c
+        lo, hi = torch.where(g < 0, a, lo), torch.where(g > 0, a, hi)
+        newton = a - g / (1 + m * (1 - t * t))
+        inside = (newton >= lo) & (newton <= hi)
+        a_next = torch.where(inside, newton, 0.5 * (lo + hi))
+        done = ((a_next - a).abs() <= tol * (1 + a.abs())).all() or bool((g == 0).all())
+        a = a_next
+        if done:
+            break
+    return y - u_hat * torch.tanh(a + b).unsqueeze(-1)
 
 
 def planar_inverse(layer: Planar, y: torch.Tensor, max_iterations: int = 200):
@@ -32,23 +55,7 @@ def planar_inverse(layer: Planar, y: torch.Tensor, max_iterations: int = 200):
     layer._check_inputs(y, None, "y")
     with torch.no_grad():
         u_hat, w, b, _ = (t.to(y.dtype) for t in layer.u_w_b(1))
-        m = (w * u_hat).sum(-1)
-        c = (w * y).sum(-1)  # g(a) = c
-        lo, hi = c - m.abs(), c + m.abs()
-        a = c.clone()
-        tol = 4 * torch.finfo(y.dtype).eps
-        for _ in range(max_iterations):
-            t = torch.tanh(a + b)
-            g = a + m * t - c
-            lo, hi = torch.where(g < 0, a, lo), torch.where(g > 0, a, hi)
-            newton = a - g / (1 + m * (1 - t * t))
-            inside = (newton >= lo) & (newton <= hi)
-            a_next = torch.where(inside, newton, 0.5 * (lo + hi))
-            done = ((a_next - a).abs() <= tol * (1 + a.abs())).all() or bool((g == 0).all())
-            a = a_next
-            if done:
-                break
-        z = y - u_hat * torch.tanh(a + b).unsqueeze(-1)
+        z = solve_planar(u_hat, w, b, y, max_iterations)
     _, logdet = layer(z)
     return z, -logdet
 

@@ -16,7 +16,7 @@ and then ``KL(q || p(z | x))`` on the grid. Or, from ``q``'s own samples, with n
     KL(q || p(z | x)) = E_q[log q(z | x) - log p(x, z)] + log p(x) = log p(x) - ELBO(x).
 
 Planar layers have no closed-form inverse, but one layer moves ``z`` along ``u_hat`` only, so its
-inverse is a monotone equation in one unknown, solved by bisection (:func:`flow_inverse`).
+inverse is a monotone equation in one unknown, solved by safeguarded Newton (:func:`flow_inverse`).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from .flows import Planar, Sequential
 from .flows.base import Flow
 from .grid import Grid2D
+from .inverse import solve_planar
 from .vae import VAE, log_diag_normal, log_standard_normal
 
 __all__ = [
@@ -153,18 +154,11 @@ def posterior_box(grid: Grid2D, log_post: torch.Tensor, *, drop: float = 20.0,
     return Grid2D(n=n, xlim=(lo[0].item(), hi[0].item()), ylim=(lo[1].item(), hi[1].item()))
 
 
-def _planar_inverse(layer: Planar, y: torch.Tensor, context, iterations: int = 80):
-    """Invert ``y = z + u_hat tanh(w^T z + b)`` per sample (eq. 10): with ``a = w^T z``,
-    ``w^T y = a + m tanh(a + b)``, ``m = w^T u_hat > -1``, is strictly increasing in ``a`` and
-    its root lies within ``|m|`` of ``w^T y``; bisect, then ``z = y - u_hat tanh(a + b)``."""
+def _planar_inverse(layer: Planar, y: torch.Tensor, context):
+    """Invert one planar layer, static or amortized, with the per-sample parameters
+    (the solver of :func:`flowlib.inverse.solve_planar`)."""
     u_hat, w, b, _ = layer.u_w_b(y.shape[0], context)
-    m, target = (w * u_hat).sum(-1), (w * y).sum(-1)
-    lo, hi = target - m.abs(), target + m.abs()
-    for _ in range(iterations):
-        mid = 0.5 * (lo + hi)
-        too_big = mid + m * torch.tanh(mid + b) > target
-        lo, hi = torch.where(too_big, lo, mid), torch.where(too_big, mid, hi)
-    z = y - u_hat * torch.tanh(0.5 * (lo + hi) + b).unsqueeze(-1)
+    z = solve_planar(u_hat, w, b, y)
     return z, -layer(z, context)[1]
 
 
