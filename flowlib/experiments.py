@@ -22,8 +22,9 @@ import math
 import pathlib
 import shlex
 import statistics
-import subprocess
 import sys
+
+from .provenance import git_commit
 
 __all__ = ["load_experiment", "row_config", "run_row", "collect", "format_table", "main"]
 
@@ -93,14 +94,6 @@ def row_config(protocol: dict, row: dict, seed: int, out: pathlib.Path) -> dict:
     return config
 
 
-def _git_commit() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-
-
 def _images(run_dir: pathlib.Path, config: dict, n: int = 10, n_samples: int = 32):
     """Reconstruction means of ``n`` fixed test images and ``n_samples`` prior samples, as uint8."""
     import numpy as np
@@ -131,7 +124,7 @@ def run_row(folder, name: str, seed: int, progress: bool = True) -> dict:
     if name not in rows:
         raise ValueError(f"unknown row {name!r}; rows in {folder}: {sorted(rows)}")
     row = rows[name]
-    commit = _git_commit()  # the code that trains, not the HEAD when the record is written
+    commit = git_commit()  # fixed when the process first asked (main asks at start-up)
     run_dir = pathlib.Path(protocol["runs"]) / name / f"seed{seed}"
     config = row_config(protocol, row, seed, run_dir)
     metrics = None
@@ -241,6 +234,7 @@ def main(argv=None) -> int:
     t = sub.add_parser("table", help="assemble the results into a markdown table and table.json")
     t.add_argument("folder", type=pathlib.Path)
     args = p.parse_args(argv)
+    git_commit()  # the code this process imported, before any later commit moves HEAD
     try:
         protocol, rows = load_experiment(args.folder)
     except (FileNotFoundError, ValueError) as err:

@@ -24,7 +24,6 @@ import math
 import os
 import pathlib
 import platform
-import subprocess
 import time
 
 import torch
@@ -32,6 +31,7 @@ import torch
 from .densities import BOXED
 from .fit import FitResult, _check_fit_args, _minimise, free_energy, kl_estimate
 from .flows import AdditiveCoupling, Planar, Radial, Scale, Sequential
+from .provenance import git_commit
 
 __all__ = ["FLOWS", "DEFAULTS", "build", "fit_together", "run", "load", "kl_table", "budget",
            "markdown_table", "plot_fits", "plot_kl"]
@@ -118,18 +118,6 @@ def fit_together(flows: list, energies: list, *, steps: int, batch_size: int = 2
             state = {k: v[t] for k, v in params.items()} | {k: v[t] for k, v in buffers.items()}
             flow.load_state_dict(state)
     return curve
-
-
-def _git_commit() -> str:
-    root = pathlib.Path(__file__).resolve().parents[1]
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                                check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", *_SOURCES], cwd=root,
-                               capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return commit + (f" with uncommitted changes in {', '.join(_SOURCES)}" if dirty else "")
 
 
 # the code a Figure 3 run depends on: its commit is only meaningful if these are committed
@@ -228,7 +216,7 @@ def run(out, *, flows=None, K=None, targets=None, steps=None, batch_size=None, l
                        "the best of `restarts` initialisations by the free energy on other samples "
                        "(restart_kls: every restart's KL on those samples).",
         "command": command or "flowlib.figure3.run (called from Python)",
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(_SOURCES) or "unknown",
         "machine": _machine(),
         "load_average_start": load_start,
         "load_average_end": _load(),

@@ -26,9 +26,10 @@ import time
 import torch
 
 from . import densities
-from .experiments import _git_commit, _repository_root
+from .experiments import _repository_root
 from .fit import fit_reverse_kl, free_energy
 from .flows import IAF, PCPMap, Planar, Reverse, Scale, Sequential
+from .provenance import git_commit
 
 __all__ = ["FLOWS", "DEFAULTS", "build", "n_parameters", "targets", "run", "load"]
 
@@ -124,7 +125,7 @@ def run(out, *, flows=None, target_names=None, steps=None, batch_size=None, lr=N
             print(f"{key:18s} F = {F:.3f} +- {se:.3f}{kl}  ({seconds:.0f} s)", flush=True)
     from .train import machine
 
-    results = {"config": cfg, "command": command, "git_commit": _git_commit(), "machine": machine(),
+    results = {"config": cfg, "command": command, "git_commit": git_commit(), "machine": machine(),
                "boxed_targets": getattr(densities, "BOXED", None) is not None, "fits": fits}
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     torch.save(states, out / "states.pt")

@@ -8,7 +8,7 @@ import pathlib
 
 import pytest
 
-from flowlib import experiments
+from flowlib import experiments, provenance
 from flowlib.flows import Sylvester
 from flowlib.posteriors import build_flow
 from flowlib.train import build_model
@@ -88,6 +88,8 @@ def test_run_row_records_results_and_the_table_reads_them(tmp_path, monkeypatch,
     for name in ("none", "planar-2"):
         record = json.loads((tmp_path / "results" / name / "seed0.json").read_text())
         assert record["command"].endswith(f"--rows {name} --seeds 0")
+        # The commit is the one the process started from (cached), the same for every row it ran.
+        assert record["git_commit"] == provenance.git_commit()
         assert record["test_nll_importance_samples"] == 4 and record["test_nll_examples"] == 10
         # The IS bound is at least as tight as the single-sample ELBO on the same images, up to noise.
         assert record["test_nll"] < record["test_neg_elbo_same_images"] + 5

@@ -1,0 +1,47 @@
+"""flowlib.provenance: the commit a run records is fixed when the process first asks."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from flowlib import provenance
+
+
+def _git(*args):
+    return subprocess.run(["git", *args], cwd=provenance.ROOT, capture_output=True, text=True)
+
+
+@pytest.mark.skipif(_git("rev-parse", "HEAD").returncode != 0, reason="not a git checkout")
+def test_commit_is_head_and_names_uncommitted_sources():
+    head = _git("rev-parse", "HEAD").stdout.strip()
+    provenance._commit.cache_clear()
+    commit = provenance.git_commit()
+    assert commit.startswith(head)
+    dirty = bool(_git("status", "--porcelain", "--", "flowlib").stdout.strip())
+    assert commit.endswith("with uncommitted changes in flowlib") == dirty
+    # A path that cannot have changes gives the bare commit.
+    assert provenance.git_commit(("no-such-path-in-this-repository",)) == head
+
+
+def test_commit_is_cached_for_the_process(monkeypatch):
+    provenance._commit.cache_clear()
+    first = provenance.git_commit()
+
+    def fail(*args, **kwargs):
+        raise AssertionError("git must not be asked twice")
+
+    monkeypatch.setattr(provenance.subprocess, "run", fail)
+    assert provenance.git_commit() == first
+
+
+def test_commit_outside_a_checkout_is_none(monkeypatch, tmp_path):
+    provenance._commit.cache_clear()
+    monkeypatch.setattr(provenance, "ROOT", tmp_path)
+    assert provenance.git_commit(("flowlib",)) is None
+
+
+def test_sources_must_be_a_tuple_of_paths():
+    with pytest.raises(TypeError, match="tuple of paths"):
+        provenance.git_commit(["flowlib"])
