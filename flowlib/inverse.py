@@ -1,5 +1,5 @@
-"""Inverting a static flow numerically where it has no closed-form inverse, so that its
-density ``q_K`` can be evaluated anywhere (Rezende & Mohamed 2015, eq. 6):
+"""Inverting a flow (static, or amortized given its context) numerically where it has no
+closed-form inverse, so that its density ``q_K`` can be evaluated anywhere (Rezende & Mohamed 2015, eq. 6):
 
     log q_K(z) = log q_0(f^{-1}(z)) + log|det d f^{-1}/dz|.
 
@@ -48,32 +48,36 @@ def solve_planar(u_hat, w, b, y, max_iterations: int = 200) -> torch.Tensor:
     return y - u_hat * torch.tanh(a + b).unsqueeze(-1)
 
 
-def planar_inverse(layer: Planar, y: torch.Tensor, max_iterations: int = 200):
-    """``(z, log|det dz/dy|)`` with ``layer(z) = y``, for a static :class:`Planar` layer."""
-    if not isinstance(layer, Planar) or layer.amortized:
-        raise ValueError(f"planar_inverse: expected a static Planar layer, got {layer!r}")
-    layer._check_inputs(y, None, "y")
+def planar_inverse(layer: Planar, y: torch.Tensor, max_iterations: int = 200, *, context=None):
+    """``(z, log|det dz/dy|)`` with ``layer(z, context) = y``, for a static :class:`Planar` layer
+    or an amortized one with its ``context`` (per-sample ``u_hat``, ``w``, ``b``)."""
+    if not isinstance(layer, Planar) or (layer.amortized and context is None):
+        raise ValueError("planar_inverse: expected a static Planar layer, or an amortized one with its "
+                         f"context, got {layer!r}")
+    layer._check_inputs(y, context, "y")
     with torch.no_grad():
-        u_hat, w, b, _ = (t.to(y.dtype) for t in layer.u_w_b(1))
+        u_hat, w, b, _ = (t.to(y.dtype) for t in layer.u_w_b(y.shape[0], context))
         z = solve_planar(u_hat, w, b, y, max_iterations)
-    _, logdet = layer(z)
+    _, logdet = layer(z, context)
     return z, -logdet
 
 
-def flow_inverse(flow: Flow, y: torch.Tensor):
-    """``(f^{-1}(y), log|det df^{-1}/dy|)`` for a static flow: the closed-form inverse where
-    the flow has one, :func:`planar_inverse` for planar layers, recursing into :class:`Sequential`."""
-    if not isinstance(flow, Flow) or flow.amortized:
-        raise ValueError(f"flow_inverse: expected a static flowlib Flow, got {type(flow).__name__}")
+def flow_inverse(flow: Flow, y: torch.Tensor, context: torch.Tensor | None = None):
+    """``(f^{-1}(y), log|det df^{-1}/dy|)`` for a static flow, or an amortized one with its
+    ``context``: the closed-form inverse where the flow has one, :func:`planar_inverse` for planar
+    layers, recursing into :class:`Sequential`."""
+    if not isinstance(flow, Flow) or (flow.amortized and context is None):
+        raise ValueError("flow_inverse: expected a static flowlib Flow, or an amortized one with its "
+                         f"context, got {type(flow).__name__}")
     if isinstance(flow, Sequential):
         total = y.new_zeros(y.shape[0])
         for f in reversed(flow.flows):
-            y, logdet = flow_inverse(f, y)
+            y, logdet = flow_inverse(f, y, context if f.amortized else None)
             total = total + logdet
         return y, total
     if isinstance(flow, Planar):
-        return planar_inverse(flow, y)
-    return flow.inverse(y)
+        return planar_inverse(flow, y, context=context)
+    return flow.inverse(y, context)
 
 
 def log_density(flow: Flow, z: torch.Tensor) -> torch.Tensor:

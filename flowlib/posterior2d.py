@@ -30,7 +30,6 @@ import argparse
 import json
 import math
 import pathlib
-import platform
 import sys
 import time
 
@@ -362,9 +361,9 @@ def sampling_report(model: VAE, X: torch.Tensor, grid: Grid2D, n_prior: int = 10
 def _machine() -> dict:
     import os
 
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "load_average": os.getloadavg()}
+    from .train import machine
+
+    return {**machine(), "load_average": os.getloadavg()}
 
 
 def run(out="results/posterior2d", runs="runs/posterior2d", progress: bool = True) -> dict:

@@ -16,7 +16,8 @@ and then ``KL(q || p(z | x))`` on the grid. Or, from ``q``'s own samples, with n
     KL(q || p(z | x)) = E_q[log q(z | x) - log p(x, z)] + log p(x) = log p(x) - ELBO(x).
 
 Planar layers have no closed-form inverse, but one layer moves ``z`` along ``u_hat`` only, so its
-inverse is a monotone equation in one unknown, solved by safeguarded Newton (:func:`flow_inverse`).
+inverse is a monotone equation in one unknown, solved by safeguarded Newton
+(:func:`flowlib.inverse.flow_inverse`).
 """
 
 from __future__ import annotations
@@ -27,10 +28,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .flows import Planar, Sequential
 from .flows.base import Flow
 from .grid import Grid2D
-from .inverse import solve_planar
+from .inverse import flow_inverse
 from .vae import VAE, log_diag_normal, log_standard_normal
 
 __all__ = [
@@ -38,7 +38,6 @@ __all__ = [
     "posterior_on_grid",
     "grid_evidence",
     "posterior_box",
-    "flow_inverse",
     "log_q",
     "grid_kl",
     "mc_kl",
@@ -152,30 +151,6 @@ def posterior_box(grid: Grid2D, log_post: torch.Tensor, *, drop: float = 20.0,
         hi = torch.maximum(hi, torch.quantile(extra, q[1], dim=0))
     lo, hi = lo - pad, hi + pad
     return Grid2D(n=n, xlim=(lo[0].item(), hi[0].item()), ylim=(lo[1].item(), hi[1].item()))
-
-
-def _planar_inverse(layer: Planar, y: torch.Tensor, context):
-    """Invert one planar layer, static or amortized, with the per-sample parameters
-    (the solver of :func:`flowlib.inverse.solve_planar`)."""
-    u_hat, w, b, _ = layer.u_w_b(y.shape[0], context)
-    z = solve_planar(u_hat, w, b, y)
-    return z, -layer(z, context)[1]
-
-
-@torch.no_grad()
-def flow_inverse(flow: Flow, y: torch.Tensor, context: torch.Tensor | None = None):
-    """``(f^{-1}(y), log|det df^{-1}/dy|)`` for a static or amortized flow: the flow's own inverse,
-    or bisection for planar layers, recursing into :class:`~flowlib.flows.Sequential`."""
-    if isinstance(flow, Sequential):
-        total = y.new_zeros(y.shape[0])
-        for f in reversed(flow.flows):
-            y, logdet = flow_inverse(f, y, context if f.amortized else None)
-            total = total + logdet
-        return y, total
-    if isinstance(flow, Planar):
-        flow._check_inputs(y, context, "y")
-        return _planar_inverse(flow, y, context)
-    return flow.inverse(y, context)
 
 
 @torch.no_grad()

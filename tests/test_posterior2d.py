@@ -15,9 +15,9 @@ from flowlib.exercises.feedback import ExerciseError
 from flowlib.exercises.posterior import check_grid_posterior, check_typical_radius
 from flowlib.flows import IAF, PCPMap, Planar, Radial, Reverse, Sequential
 from flowlib.grid import Grid2D
+from flowlib.inverse import flow_inverse
 from flowlib.posterior_grid import (
     aggregate_log_q,
-    flow_inverse,
     grid_evidence,
     grid_kl,
     log_joint,
