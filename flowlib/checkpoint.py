@@ -9,7 +9,7 @@ import tempfile
 
 import torch
 
-__all__ = ["atomic_save", "atomic_write_json", "load_checkpoint"]
+__all__ = ["atomic_save", "atomic_write_json", "atomic_write_text", "load_checkpoint"]
 
 
 def _atomic(path, write) -> None:
@@ -34,6 +34,10 @@ def atomic_save(obj, path) -> None:
 
 def atomic_write_json(obj, path) -> None:
     _atomic(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
+
+
+def atomic_write_text(text: str, path) -> None:
+    _atomic(path, lambda f: f.write(text.encode()))
 
 
 def load_checkpoint(path, map_location="cpu"):

@@ -19,14 +19,17 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import pathlib
 import shlex
+import shutil
 import statistics
 import sys
 
 from .provenance import git_commit
 
-__all__ = ["load_experiment", "row_config", "run_row", "collect", "format_table", "main"]
+__all__ = ["load_experiment", "row_config", "run_row", "collect", "format_table", "seeds_for", "status",
+           "evaluation_subset", "main"]
 
 # Keys a row file may set; everything else comes from the protocol.
 ROW_KEYS = ("flow", "flow_length", "amortized", "sylvester_variant", "sylvester_M", "sylvester_reflections")
@@ -63,8 +66,17 @@ def load_experiment(folder) -> tuple[dict, dict[str, dict]]:
         if key not in protocol:
             raise ValueError(f"{folder / 'protocol.json'}: missing the key {key!r}")
     root = _repository_root(folder)
-    for key in ("runs", "results"):
-        protocol[key] = str(root / protocol[key])
+    protocol["results"] = str(root / protocol["results"])
+    # Run folders (checkpoints, hundreds of MB) may live outside the work tree, so that a fresh
+    # checkout finds the runs an earlier one started: FLOWLIB_RUNS_ROOT replaces the repository root.
+    runs_root = os.environ.get("FLOWLIB_RUNS_ROOT")
+    protocol["runs"] = str((pathlib.Path(runs_root) if runs_root else root) / protocol["runs"])
+    ev = protocol["evaluate"]
+    for key in ("importance_samples", "subset"):
+        if key not in ev:
+            raise ValueError(f"{folder / 'protocol.json'}: 'evaluate' needs the key {key!r}")
+    if not isinstance(ev.get("full_test_seeds", []), list):
+        raise ValueError(f"{folder / 'protocol.json'}: 'full_test_seeds' must be a list of seeds")
     rows = {}
     for path in sorted((folder / "rows").glob("*.json")):
         row = _read_json(path, "experiment row")
@@ -94,6 +106,13 @@ def row_config(protocol: dict, row: dict, seed: int, out: pathlib.Path) -> dict:
     return config
 
 
+def evaluation_subset(protocol: dict, seed: int) -> int | None:
+    """The number of test images a seed is evaluated on: ``None`` (the whole test set) for the
+    protocol's ``full_test_seeds``, else its ``subset`` (the head of one fixed permutation)."""
+    ev = protocol["evaluate"]
+    return None if seed in ev.get("full_test_seeds", []) else ev["subset"]
+
+
 def _images(run_dir: pathlib.Path, config: dict, n: int = 10, n_samples: int = 32):
     """Reconstruction means of ``n`` fixed test images and ``n_samples`` prior samples, as uint8."""
     import numpy as np
@@ -117,7 +136,7 @@ def _images(run_dir: pathlib.Path, config: dict, n: int = 10, n_samples: int = 3
 
 def run_row(folder, name: str, seed: int, progress: bool = True) -> dict:
     """Train, evaluate and record one row and seed; returns its results record."""
-    from .train import evaluate, train
+    from .train import PER_IMAGE_FILE, evaluate, train
 
     folder = pathlib.Path(folder)
     protocol, rows = load_experiment(folder)
@@ -137,9 +156,10 @@ def run_row(folder, name: str, seed: int, progress: bool = True) -> dict:
     if metrics is None:
         metrics = train(config, progress=progress)
     ev = protocol["evaluate"]
+    subset = evaluation_subset(protocol, seed)
     if metrics.get("test_nll_importance_samples") != ev["importance_samples"] or \
-            metrics.get("test_nll_subset") != ev["subset"] or "test_nll" not in metrics:
-        metrics = evaluate(run_dir, ev["importance_samples"], ev["subset"], ev.get("batch_size", 100),
+            metrics.get("test_nll_subset") != subset or "test_nll" not in metrics:
+        metrics = evaluate(run_dir, ev["importance_samples"], subset, ev.get("batch_size", 100),
                            config["device"], progress=progress)
     record = {
         "row": name,
@@ -149,12 +169,19 @@ def run_row(folder, name: str, seed: int, progress: bool = True) -> dict:
                    f"--rows {name} --seeds {seed}",
         "git_commit": commit,
         **{k: metrics[k] for k in metrics if k != "config"},
+        "stopped_early": metrics["status"].startswith("early"),
+        "test_images": metrics["test_nll_examples"],
+        "importance_samples": metrics["test_nll_importance_samples"],
         "config": {k: v for k, v in metrics["config"].items() if k not in ("out", "resume")},
     }
     results = pathlib.Path(protocol["results"]) / name
     results.mkdir(parents=True, exist_ok=True)
     from .checkpoint import atomic_write_json
 
+    per_image = run_dir / PER_IMAGE_FILE
+    if per_image.is_file():
+        shutil.copyfile(per_image, results / f".seed{seed}_per_image.tmp.npz")
+        (results / f".seed{seed}_per_image.tmp.npz").replace(results / f"seed{seed}_per_image.npz")
     atomic_write_json(record, results / f"seed{seed}.json")
     images, np = _images(run_dir, config)
     tmp = results / f".seed{seed}_images.tmp.npz"
@@ -194,9 +221,61 @@ def summarize(folder) -> list[dict]:
             entry[key], entry[key + "_std"] = _mean_std([r.get(key) for r in records])
         entry["epochs"] = [len(r["epochs"]) for r in records]
         entry["best_epoch"] = [r["best_epoch"] for r in records]
+        entry["stopped_early"] = [r.get("stopped_early", r.get("status", "").startswith("early"))
+                                  for r in records]
+        entry["test_images"] = [r.get("test_images", r.get("test_nll_examples")) for r in records]
+        entry["importance_samples"] = [r.get("importance_samples", r.get("test_nll_importance_samples"))
+                                       for r in records]
         entry["seconds_per_epoch"] = statistics.median(e["seconds"] for r in records for e in r["epochs"])
         summary.append(entry)
     return summary
+
+
+def seeds_for(protocol: dict, name: str) -> list[int]:
+    """The seeds a row is planned with: ``row_seeds[name]`` if the protocol sets it, else ``seeds``."""
+    return list(protocol.get("row_seeds", {}).get(name, protocol["seeds"]))
+
+
+def status(folder, now: float | None = None) -> str:
+    """A markdown report of what is done, running and left for every planned row and seed.
+
+    *done*: a results record exists for the protocol's evaluation; *running*: the run folder's
+    ``metrics.json`` was written in the last hour (epochs so far, best epoch, epochs since);
+    *paused*: started but not written for an hour (``run`` resumes it); *left*: not started."""
+    import time
+
+    protocol, rows = load_experiment(folder)
+    now = time.time() if now is None else now
+    results, runs = pathlib.Path(protocol["results"]), pathlib.Path(protocol["runs"])
+    lines = ["| row | seed | state | epochs | best epoch | test images |", "|---|---|---|---|---|---|"]
+    counts = {"done": 0, "running": 0, "paused": 0, "left": 0}
+    for name in rows:
+        for seed in seeds_for(protocol, name):
+            record_path = results / name / f"seed{seed}.json"
+            metrics_path = runs / name / f"seed{seed}" / "metrics.json"
+            state, epochs, best, images = "left", "", "", ""
+            record = json.loads(record_path.read_text()) if record_path.is_file() else None
+            ev = protocol["evaluate"]
+            if record is not None and record.get("test_nll_subset") == evaluation_subset(protocol, seed) and \
+                    record.get("test_nll_importance_samples") == ev["importance_samples"] and \
+                    record.get("config", {}).get("epochs") == protocol["train"]["epochs"]:
+                state, epochs, best = "done", len(record["epochs"]), record["best_epoch"]
+                images = record["test_nll_examples"]
+                state += " (early stop)" if record.get("stopped_early") else " (cap reached)"
+            elif metrics_path.is_file():
+                try:
+                    metrics = json.loads(metrics_path.read_text())
+                    epochs, best = len(metrics["epochs"]), metrics["best_epoch"]
+                except (json.JSONDecodeError, KeyError):
+                    metrics = {}
+                recent = now - metrics_path.stat().st_mtime < 3600
+                state = "running" if recent else "paused"
+                if metrics.get("status", "running") != "running" and "test_neg_elbo" in metrics:
+                    state = "evaluating" if recent else "trained, not evaluated"
+            counts[state.split(" ")[0] if state.split(" ")[0] in counts else "running"] += 1
+            lines.append(f"| {name} | {seed} | {state} | {epochs} | {best} | {images} |")
+    head = ", ".join(f"{v} {k}" for k, v in counts.items())
+    return f"{head}\n\n" + "\n".join(lines)
 
 
 def format_table(summary: list[dict]) -> str:
@@ -233,6 +312,8 @@ def main(argv=None) -> int:
     r.add_argument("--quiet", action="store_true")
     t = sub.add_parser("table", help="assemble the results into a markdown table and table.json")
     t.add_argument("folder", type=pathlib.Path)
+    s = sub.add_parser("status", help="what is done, running and left (writes status.md beside the results)")
+    s.add_argument("folder", type=pathlib.Path)
     args = p.parse_args(argv)
     git_commit()  # the code this process imported, before any later commit moves HEAD
     try:
@@ -248,11 +329,24 @@ def main(argv=None) -> int:
         atomic_write_json(summary, pathlib.Path(protocol["results"]) / "table.json")
         print(format_table(summary))
         return 0
+    if args.command == "status":
+        report = status(args.folder)
+        results = pathlib.Path(protocol["results"])
+        results.mkdir(parents=True, exist_ok=True)
+        text = (f"# Status of {args.folder.as_posix()}\n\n`python -m flowlib.experiments status "
+                f"{args.folder.as_posix()}`\n\n{report}\n")
+        from .checkpoint import atomic_write_text
+
+        atomic_write_text(text, results / "status.md")
+        print(report)
+        return 0
     names = args.rows or list(rows)
     unknown = [n for n in names if n not in rows]
     if unknown:
         p.error(f"unknown rows {unknown}; rows in {args.folder}: {sorted(rows)}")
-    seeds = args.seeds if args.seeds is not None else protocol["seeds"]
+    def seeds(name):
+        return args.seeds if args.seeds is not None else seeds_for(protocol, name)
+
     if args.threads is not None:
         import torch
 
@@ -260,7 +354,7 @@ def main(argv=None) -> int:
             p.error(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     for name in names:
-        for seed in seeds:
+        for seed in seeds(name):
             print(f"== {name} seed {seed}", flush=True)
             rec = run_row(args.folder, name, seed, progress=not args.quiet)
             nll = rec.get("test_nll", math.nan)

@@ -67,15 +67,33 @@ def load_split(config: dict, split: str, subset: int | None = None) -> torch.Ten
 
 
 @torch.no_grad()
-def mean_elbo(model: VAE, x: torch.Tensor, batch_size: int, device) -> dict:
-    """Mean ELBO, reconstruction and KL over ``x`` (single-sample estimates)."""
+def mean_elbo(model: VAE, x: torch.Tensor, batch_size: int, device, noise_seed: int | None = None,
+              per_image: bool = False) -> dict:
+    """Mean ELBO, reconstruction and KL over ``x`` (single-sample estimates).
+
+    With ``noise_seed`` the posterior samples are drawn from a generator seeded with it, on a
+    forked RNG (the caller's random stream is left untouched): every call then uses the same
+    noise, so two epochs' estimates differ only through the parameters (common random numbers),
+    which is what an early-stopping rule needs to compare them. ``per_image=True`` adds the
+    per-image ELBO as ``"elbo_per_image"``.
+    """
     model.eval()
     totals = {"elbo": 0.0, "reconstruction": 0.0, "kl": 0.0}
-    for i in range(0, len(x), batch_size):
-        e = model.elbo(x[i : i + batch_size].to(device))
-        for key in totals:
-            totals[key] += getattr(e, key).sum().item()
-    return {key: v / len(x) for key, v in totals.items()}
+    per = []
+    devices = [device] if torch.device(device).type == "cuda" else []
+    with torch.random.fork_rng(devices=devices, enabled=noise_seed is not None):
+        if noise_seed is not None:
+            torch.manual_seed(noise_seed)
+        for i in range(0, len(x), batch_size):
+            e = model.elbo(x[i : i + batch_size].to(device))
+            for key in totals:
+                totals[key] += getattr(e, key).sum().item()
+            if per_image:
+                per.append(e.elbo.double().cpu())
+    out = {key: v / len(x) for key, v in totals.items()}
+    if per_image:
+        out["elbo_per_image"] = torch.cat(per)
+    return out
 
 
 def machine() -> dict:
@@ -158,7 +176,7 @@ def train(config: dict, progress: bool = True) -> dict:
             total += e.elbo.detach().sum().item()
             bar.set_postfix(elbo=f"{e.elbo.mean().item():.2f}", beta=f"{beta:.2f}")
         seconds = time.perf_counter() - t0
-        valid = mean_elbo(model, valid_x, 500, device)
+        valid = mean_elbo(model, valid_x, 500, device, config.get("valid_seed"))
         record = {
             "epoch": epoch + 1,
             "train_elbo": total / len(train_x),
@@ -172,8 +190,8 @@ def train(config: dict, progress: bool = True) -> dict:
         if metrics["best_valid_elbo"] is None or valid["elbo"] > metrics["best_valid_elbo"]:
             metrics["best_valid_elbo"], metrics["best_epoch"], stale = valid["elbo"], epoch + 1, 0
             atomic_save({"model": model.state_dict(), "config": config}, out / "model.pt")
-        else:
-            stale += 1
+        elif epoch + 1 > config["warmup"]:
+            stale += 1  # patience counts only epochs after the KL warm-up (beta = 1)
         atomic_save(
             {
                 "model": model.state_dict(),
@@ -199,12 +217,25 @@ def train(config: dict, progress: bool = True) -> dict:
         metrics["status"] = "completed"
 
     model.load_state_dict(load_checkpoint(out / "model.pt", map_location=device)["model"])
-    test = mean_elbo(model, test_x, 500, device)
+    test = mean_elbo(model, test_x, 500, device, config.get("valid_seed"))
     metrics.update(
         test_neg_elbo=-test["elbo"], test_reconstruction=test["reconstruction"], test_kl=test["kl"]
     )
     atomic_write_json(metrics, out / "metrics.json")
     return metrics
+
+
+def test_indices(config: dict, subset: int | None = None) -> torch.Tensor:
+    """The indices into the test split of the images :func:`load_split` returns for ``subset``:
+    the first ``subset`` of one fixed permutation (so every row is evaluated on the same images,
+    and a smaller subset is the head of a larger one), or every image in file order."""
+    n = len(datasets.load(config["data"], "test")[0])
+    if subset is None:
+        return torch.arange(n)
+    return torch.randperm(n, generator=torch.Generator().manual_seed(0))[:subset]
+
+
+PER_IMAGE_FILE = "test_per_image.npz"
 
 
 def evaluate(
@@ -214,9 +245,20 @@ def evaluate(
     batch_size: int = 100,
     device: str = "cpu",
     progress: bool = True,
+    save_every: float = 120.0,
 ) -> dict:
-    """Add the importance-sampled test NLL (Burda et al. 2016) of the run's best model to its
-    ``metrics.json``: ``test_nll`` (nats, minus the mean of log p(x)), ``test_nll_stderr``."""
+    """Add the importance-sampled test NLL (Burda et al. 2016, eq. 8) of the run's best model to
+    its ``metrics.json``: ``test_nll`` (nats, minus the mean of log p(x)), ``test_nll_stderr``, and
+    write the per-image values to ``test_per_image.npz`` (``index`` into the test split,
+    ``log_px``, the single-sample ``elbo`` on the same image), so that rows evaluated on the same
+    images can be compared image by image (a paired difference).
+
+    Batch ``i`` draws its samples from a generator seeded with ``(seed, i)``, so the result does not
+    depend on how the work was split: an interrupted evaluation resumes from the partial file it
+    saves every ``save_every`` seconds and gives the numbers an uninterrupted one would.
+    """
+    import numpy as np
+
     run_dir = pathlib.Path(run_dir)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     config = metrics["config"]
@@ -224,12 +266,33 @@ def evaluate(
     model.load_state_dict(load_checkpoint(run_dir / "model.pt", map_location=device)["model"])
     model.eval()
     x = load_split(config, "test", subset)
-    seed_everything(config["seed"])
-    log_px = []
-    for i in tqdm(range(0, len(x), batch_size), desc="importance sampling", disable=not progress):
-        log_px.append(model.log_likelihood(x[i : i + batch_size].to(device), importance_samples).cpu())
-    log_px = torch.cat(log_px).double()
-    same_images = mean_elbo(model, x, batch_size, device)
+    index = test_indices(config, subset)
+    partial = run_dir / f".{PER_IMAGE_FILE}.k{importance_samples}.n{len(x)}.partial.npz"
+    log_px = torch.full((len(x),), math.nan, dtype=torch.float64)
+    done = 0
+    if partial.is_file():
+        saved = np.load(partial)
+        done = int(saved["done"])
+        log_px[:done] = torch.from_numpy(saved["log_px"][:done])
+    last_save = time.perf_counter()
+    starts = range(0, len(x), batch_size)
+    bar = tqdm(starts, desc=f"importance sampling (K = {importance_samples})", disable=not progress,
+               initial=done // batch_size, total=len(starts), unit="batch")
+    devices = [device] if torch.device(device).type == "cuda" else []
+    for i in range(done, len(x), batch_size):
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(config["seed"] * 1_000_003 + i // batch_size)
+            log_px[i : i + batch_size] = model.log_likelihood(x[i : i + batch_size].to(device),
+                                                             importance_samples).double().cpu()
+        done = min(i + batch_size, len(x))
+        bar.update(1)
+        if time.perf_counter() - last_save > save_every and done < len(x):
+            _atomic_npz(partial, done=np.array(done), log_px=log_px.numpy())
+            last_save = time.perf_counter()
+    bar.close()
+    same_images = mean_elbo(model, x, batch_size, device, noise_seed=config["seed"], per_image=True)
+    _atomic_npz(run_dir / PER_IMAGE_FILE, index=index.numpy().astype(np.int32), log_px=log_px.numpy(),
+                elbo=same_images["elbo_per_image"].numpy())
     metrics.update(
         test_nll=-log_px.mean().item(),
         test_nll_stderr=log_px.std().item() / math.sqrt(len(x)),
@@ -239,4 +302,14 @@ def evaluate(
         test_neg_elbo_same_images=-same_images["elbo"],
     )
     atomic_write_json(metrics, run_dir / "metrics.json")
+    partial.unlink(missing_ok=True)
     return metrics
+
+
+def _atomic_npz(path: pathlib.Path, **arrays) -> None:
+    """``numpy.savez_compressed`` through a temporary file renamed over ``path``."""
+    import numpy as np
+
+    tmp = path.with_name(f".{path.name}.tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    tmp.replace(path)

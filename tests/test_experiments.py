@@ -21,9 +21,10 @@ needs_data = pytest.mark.skipif(
 )
 
 
-def test_every_mnist_row_builds_the_model_it_names():
-    protocol, rows = experiments.load_experiment(REPO / "experiments" / "mnist")
-    assert {"none", "planar-10", "iaf-2", "pcpmap-1"} <= set(rows)
+@pytest.mark.parametrize("name", ["mnist", "mnist-50", "fashion-mnist"])
+def test_every_mnist_row_builds_the_model_it_names(name):
+    protocol, rows = experiments.load_experiment(REPO / "experiments" / name)
+    assert {"none", "iaf-2", "pcpmap-1"} <= set(rows)
     for name, row in rows.items():
         config = experiments.row_config(protocol, row, 0, pathlib.Path("unused"))
         model = build_model(config)
@@ -116,3 +117,54 @@ def test_protocol_order_sets_the_row_order(tmp_path):
     with pytest.raises(ValueError, match="'order' names rows without a file"):
         experiments.load_experiment(folder)
     assert experiments.format_table([]) == "(no results yet)"
+
+
+def test_status_names_done_running_paused_and_left(tmp_path):
+    protocol = dict(_tiny_protocol(tmp_path), row_seeds={"a": [0, 1]})
+    folder = _write(tmp_path / "s", protocol, {"a": {"flow": "none", "label": "a"},
+                                               "b": {"flow": "none", "label": "b"}})
+    assert experiments.seeds_for(experiments.load_experiment(folder)[0], "a") == [0, 1]
+    assert experiments.seeds_for(experiments.load_experiment(folder)[0], "b") == [0]
+    run = tmp_path / "runs" / "a" / "seed1"
+    run.mkdir(parents=True)
+    (run / "metrics.json").write_text(json.dumps({"epochs": [{}, {}], "best_epoch": 2, "status": "running"}))
+    (tmp_path / "results" / "a").mkdir(parents=True)
+    record = {"test_nll_subset": 10, "test_nll_importance_samples": 4, "config": {"epochs": 1},
+              "epochs": [{}], "best_epoch": 1, "stopped_early": False, "test_nll_examples": 10}
+    (tmp_path / "results" / "a" / "seed0.json").write_text(json.dumps(record))
+    report = experiments.status(folder)
+    assert report.startswith("1 done, 1 running, 0 paused, 1 left")
+    assert "| a | 0 | done (cap reached) | 1 | 1 | 10 |" in report
+    assert "| a | 1 | running | 2 | 2 |" in report and "| b | 0 | left |" in report
+    # An hour later, the unfinished run is paused.
+    import time
+
+    assert "| a | 1 | paused |" in experiments.status(folder, now=time.time() + 7200)
+    # A record made under another protocol (fewer epochs) is not done under this one.
+    record["config"]["epochs"] = 50
+    (tmp_path / "results" / "a" / "seed0.json").write_text(json.dumps(record))
+    assert "| a | 0 | left |" in experiments.status(folder)
+
+
+def test_full_test_seeds_and_bad_evaluate_blocks(tmp_path):
+    protocol = _tiny_protocol(tmp_path)
+    protocol["evaluate"]["full_test_seeds"] = [0]
+    folder = _write(tmp_path / "f", protocol, {"a": {"flow": "none", "label": "a"}})
+    loaded = experiments.load_experiment(folder)[0]
+    assert experiments.evaluation_subset(loaded, 0) is None and experiments.evaluation_subset(loaded, 1) == 10
+    protocol["evaluate"]["full_test_seeds"] = 0
+    folder = _write(tmp_path / "g", protocol, {"a": {"flow": "none", "label": "a"}})
+    with pytest.raises(ValueError, match="full_test_seeds"):
+        experiments.load_experiment(folder)
+    del protocol["evaluate"]["subset"]
+    protocol["evaluate"]["full_test_seeds"] = [0]
+    folder = _write(tmp_path / "h", protocol, {"a": {"flow": "none", "label": "a"}})
+    with pytest.raises(ValueError, match="'subset'"):
+        experiments.load_experiment(folder)
+
+
+def test_runs_root_can_live_outside_the_checkout(tmp_path, monkeypatch):
+    protocol = dict(_tiny_protocol(tmp_path), runs="runs/x")
+    folder = _write(tmp_path / "r", protocol, {"a": {"flow": "none", "label": "a"}})
+    monkeypatch.setenv("FLOWLIB_RUNS_ROOT", str(tmp_path / "elsewhere"))
+    assert experiments.load_experiment(folder)[0]["runs"] == str(tmp_path / "elsewhere" / "runs" / "x")
