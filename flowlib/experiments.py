@@ -134,8 +134,10 @@ def _images(run_dir: pathlib.Path, config: dict, n: int = 10, n_samples: int = 3
     return {"data": to_u8(x), "reconstruction": to_u8(recon), "samples": to_u8(samples)}, np
 
 
-def run_row(folder, name: str, seed: int, progress: bool = True) -> dict:
-    """Train, evaluate and record one row and seed; returns its results record."""
+def run_row(folder, name: str, seed: int, progress: bool = True, train_only: bool = False) -> dict | None:
+    """Train, evaluate and record one row and seed; returns its results record (``None`` with
+    ``train_only``, which stops once the run has trained, so that a later process, with the code
+    of its own day, evaluates it)."""
     from .train import PER_IMAGE_FILE, evaluate, train
 
     folder = pathlib.Path(folder)
@@ -155,6 +157,8 @@ def run_row(folder, name: str, seed: int, progress: bool = True) -> dict:
             metrics = None
     if metrics is None:
         metrics = train(config, progress=progress)
+    if train_only:
+        return None
     ev = protocol["evaluate"]
     subset = evaluation_subset(protocol, seed)
     if metrics.get("test_nll_importance_samples") != ev["importance_samples"] or \
@@ -310,6 +314,7 @@ def main(argv=None) -> int:
     r.add_argument("--seeds", nargs="+", type=int, help="seeds (default: the protocol's)")
     r.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     r.add_argument("--quiet", action="store_true")
+    r.add_argument("--train-only", action="store_true", help="train (or resume) and stop before evaluating")
     t = sub.add_parser("table", help="assemble the results into a markdown table and table.json")
     t.add_argument("folder", type=pathlib.Path)
     s = sub.add_parser("status", help="what is done, running and left (writes status.md beside the results)")
@@ -356,7 +361,10 @@ def main(argv=None) -> int:
     for name in names:
         for seed in seeds(name):
             print(f"== {name} seed {seed}", flush=True)
-            rec = run_row(args.folder, name, seed, progress=not args.quiet)
+            rec = run_row(args.folder, name, seed, progress=not args.quiet, train_only=args.train_only)
+            if rec is None:
+                print("   trained; evaluate with the same command without --train-only", flush=True)
+                continue
             nll = rec.get("test_nll", math.nan)
             print(f"   {rec['label']}: test NLL {nll:.2f}, -ELBO {rec['test_neg_elbo']:.2f}, "
                   f"{len(rec['epochs'])} epochs (best {rec['best_epoch']})", flush=True)

@@ -85,6 +85,9 @@ def test_run_row_records_results_and_the_table_reads_them(tmp_path, monkeypatch,
         "none": {"flow": "none", "label": "no flow"},
         "planar-2": {"flow": "planar", "flow_length": 2, "label": "planar"},
     })
+    assert experiments.main(["run", str(folder), "--rows", "none", "--quiet", "--train-only"]) == 0
+    assert (tmp_path / "runs" / "none" / "seed0" / "model.pt").is_file()
+    assert not (tmp_path / "results" / "none").exists()  # trained, not evaluated nor recorded
     assert experiments.main(["run", str(folder), "--quiet"]) == 0
     for name in ("none", "planar-2"):
         record = json.loads((tmp_path / "results" / name / "seed0.json").read_text())
