@@ -1,6 +1,7 @@
 # Flows in VAEs: build the book and run every test in a project-local virtual environment.
 #
 #   make book       strict build of the HTML book into _build/html
+#   make render-check  open the built book in headless Chromium and check every page
 #   make test       ruff, then ONE pytest run: unit tests + every notebook under nbval
 #   make lint       ruff only
 #   make clean      remove build outputs and caches (keeps .venv)
@@ -27,7 +28,7 @@ TEST_PATHS := $(wildcard tests notebooks)
 .PHONY: help venv test lint book render-check clean distclean
 
 help:
-	@sed -n '3,7p' Makefile | sed 's/^# *//'
+	@sed -n '3,8p' Makefile | sed 's/^# *//'
 
 # ---------------------------------------------------------------- environment
 $(BIN)/python:
@@ -77,10 +78,13 @@ book: $(STAMP)
 	@echo "The book is at $(abspath _build/html/index.html)"
 
 # ---------------------------------------------------------------- rendering
-# Opens the built book (run `make book` first) in headless Chromium from Debian's packages
-# (apt-get install -y chromium): every page of _toc.yml must show maths rendered by MathJax and
-# load its figures; a screenshot of each page goes to _build/screenshots. Offline, a local
-# MathJax 3 is fetched once with `npm pack` (see scripts/check_render.py).
+# Opens every page of _toc.yml in the built book (run `make book` first) in headless Chromium
+# from Debian's packages and fails, naming page and element, on what a reader would see wrong:
+# maths not typeset, figures not loaded, raw Markdown tables, object reprs, doubled references
+# ("exercise Exercise 3.2"), images without alt text, figures shrunk below 80% of their width,
+# numbering that does not restart per chapter, widget views. A full-page screenshot of each page
+# goes to _build/screenshots. Offline, a local MathJax 3 is fetched once with `npm pack`.
+# Needs chromium (apt-get install -y chromium) and npm; see scripts/check_render.py.
 render-check: $(STAMP)
 	$(BIN)/python scripts/check_render.py --html _build/html --toc _toc.yml --out _build/screenshots
 
