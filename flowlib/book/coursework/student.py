@@ -1,0 +1,72 @@
+"""The student edition of the book: the same chapters without their solutions.
+
+From each instructor notebook: cells tagged ``solution`` are dropped; in code cells every
+``# BEGIN SOLUTION`` ... ``# END SOLUTION`` region becomes a line that raises
+``NotImplementedError`` naming the exercise; ``{solution}`` directives are removed from markdown;
+every output is cleared. The code cells of an exercise (``metadata.coursework.exercise``) are
+tagged ``raises-exception`` (nbval and nbclient then accept the stub's error, so the rest of the
+notebook runs) and ``remove-output`` (the student's HTML does not show the traceback).
+"""
+
+from __future__ import annotations
+
+import copy
+import pathlib
+
+import nbformat
+
+from .markers import SOLUTION_TAG, has_solution, strip_prose_solutions, stub_solutions
+
+__all__ = ["student_notebook", "exercise_of", "chapter_of", "write_student_notebooks", "STUB_HINT"]
+
+STUB_HINT = "Exercise {label}: replace this line with your solution (see the exercise text above)"
+
+
+def exercise_of(cell) -> str | None:
+    """The exercise label a cell belongs to (``metadata.coursework.exercise``), or ``None``."""
+    return cell.get("metadata", {}).get("coursework", {}).get("exercise")
+
+
+def chapter_of(nb) -> str | None:
+    """The chapter a notebook says it is (``metadata.coursework.chapter``), or ``None``."""
+    return nb.get("metadata", {}).get("coursework", {}).get("chapter")
+
+
+def student_notebook(nb):
+    """The student edition of an instructor notebook (a new object; ``nb`` is not changed)."""
+    nb = copy.deepcopy(nb)
+    cells = []
+    for index, cell in enumerate(nb.cells):
+        tags = list(cell.metadata.get("tags", []))
+        if SOLUTION_TAG in tags:
+            continue
+        if cell.cell_type == "markdown":
+            cell.source = strip_prose_solutions(cell.source)
+            if not cell.source.strip():
+                continue
+        elif cell.cell_type == "code":
+            label = exercise_of(cell)
+            if has_solution(cell.source):
+                if label is None:
+                    raise ValueError(f"cell {index} has solution markers but no metadata.coursework.exercise")
+                cell.source = stub_solutions(cell.source, STUB_HINT.format(label=label))
+            if label is not None:
+                extra = [t for t in ("raises-exception", "remove-output") if t not in tags]
+                cell.metadata["tags"] = tags + extra
+            cell.outputs, cell.execution_count = [], None
+        cells.append(cell)
+    nb.cells = cells
+    return nb
+
+
+def write_student_notebooks(sources, out: pathlib.Path) -> list[pathlib.Path]:
+    """Write the student edition of every notebook in ``sources`` into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path in sources:
+        path = pathlib.Path(path)
+        nb = nbformat.read(path, as_version=4)
+        target = out / path.name
+        nbformat.write(student_notebook(nb), target)
+        written.append(target)
+    return written

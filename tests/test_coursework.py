@@ -1,0 +1,223 @@
+"""Coursework tooling: the student edition strips every solution, and the grader gives full marks
+to the solution, 0 to the untouched handout, partial credit to a typical mistake, and a clear
+0-point entry (never a crash) to every kind of broken submission."""
+
+from __future__ import annotations
+
+import csv
+import json
+import pathlib
+import textwrap
+
+import nbformat
+import pytest
+
+from flowlib.book.coursework import grade as grading
+from flowlib.book.coursework.markers import SolutionMarkerError, strip_prose_solutions, stub_solutions
+from flowlib.book.coursework.student import student_notebook
+from flowlib.book.coursework.verify import execute_student_notebook
+
+ANSWER = """\
+def double(x):
+    \"\"\"Twice x.\"\"\"
+    # BEGIN SOLUTION
+    y = 2 * x
+    return y
+    # END SOLUTION
+"""
+
+GRADED = '''
+from flowlib.book.coursework.harness import Exercise, Grade
+
+
+def _double(double):
+    g = Grade(3)
+    g.check(double(7) == 14, 2, "double(7) should be 14")
+    g.check(double(-1.5) == -3.0, 1, "negative inputs", "did you use abs()?")
+    return g
+
+
+EXERCISES = [Exercise("toy-ex-double", 3, ("double",), _double)]
+WRITTEN = {"toy-ex-proof": 4}
+'''
+
+
+def _chapter(answer=ANSWER, extra_cells=()):
+    md = nbformat.v4.new_markdown_cell
+    code = nbformat.v4.new_code_cell
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["coursework"] = {"chapter": "99_toy"}
+    nb.cells = [
+        md("# Toy chapter"),
+        code("import math\nprint('setup')"),
+        md("````{exercise}\n:label: toy-ex-double\nWrite `double(x)`.\n````\n\n"
+           "```{solution} toy-ex-double\n:class: dropdown\nMultiply by two.\n```"),
+        code(answer, metadata={"coursework": {"exercise": "toy-ex-double"}}),
+        code("assert double(3) == 6", metadata={"coursework": {"exercise": "toy-ex-double"}}),
+        code("print('a check that shows the answer:', double(21))", metadata={"tags": ["solution"]}),
+        md(":::{solution} toy-ex-proof\nA proof.\n:::\n\nText after."),
+        *extra_cells,
+        code("print('the chapter goes on')"),
+    ]
+    return nb
+
+
+@pytest.fixture()
+def root(tmp_path):
+    (tmp_path / "coursework" / "graded").mkdir(parents=True)
+    (tmp_path / "coursework" / "graded" / "99_toy.py").write_text(GRADED)
+    return tmp_path
+
+
+def _write(nb, path):
+    nbformat.write(nb, path)
+    return path
+
+
+def test_stub_replaces_each_region_at_its_indentation():
+    stubbed = stub_solutions(ANSWER, "Exercise toy: write it")
+    assert "2 * x" not in stubbed and "BEGIN" not in stubbed and "END SOLUTION" not in stubbed
+    assert "    raise NotImplementedError('Exercise toy: write it')" in stubbed.splitlines()
+    assert '"""Twice x."""' in stubbed
+    for bad in ("# BEGIN SOLUTION\n", "# END SOLUTION\n", "# BEGIN SOLUTION\n# BEGIN SOLUTION\n"):
+        with pytest.raises(SolutionMarkerError):
+            stub_solutions(bad, "m")
+
+
+def test_prose_solutions_are_removed_with_any_fence():
+    text = "Before.\n\n````{solution} a\n:class: dropdown\n```python\ncode\n```\n````\n\nAfter."
+    assert strip_prose_solutions(text) == "Before.\n\nAfter."
+    assert strip_prose_solutions(":::{solution} b\nx\n:::") == ""
+    with pytest.raises(SolutionMarkerError):
+        strip_prose_solutions("```{solution} c\nnever closed")
+
+
+def test_student_edition_leaks_no_solution():
+    student = student_notebook(_chapter())
+    text = json.dumps(student)
+    for secret in ("2 * x", "BEGIN SOLUTION", "{solution}", "Multiply by two", "A proof", "shows the answer"):
+        assert secret not in text, secret
+    assert "Text after." in text and "the chapter goes on" in text
+    answer = [c for c in student.cells if c.get("metadata", {}).get("coursework")][0]
+    assert {"raises-exception", "remove-output"} <= set(answer.metadata["tags"])
+    with pytest.raises(ValueError, match="no metadata.coursework.exercise"):
+        nb = _chapter()
+        nb.cells[3].metadata = {}
+        student_notebook(nb)
+
+
+@pytest.mark.slow
+def test_student_notebook_fails_only_in_its_exercise_cells(tmp_path):
+    path = _write(student_notebook(_chapter()), tmp_path / "student.ipynb")
+    _, problems = execute_student_notebook(path)
+    assert problems == []
+    broken = _chapter(extra_cells=[nbformat.v4.new_code_cell("undefined_name")])
+    _, problems = execute_student_notebook(_write(student_notebook(broken), tmp_path / "b.ipynb"))
+    assert len(problems) == 1 and "NameError" in problems[0] and "not an exercise" in problems[0]
+
+
+def _grade(root, nb_or_text, tmp_path, name="sub.ipynb", **kwargs):
+    path = tmp_path / name
+    if isinstance(nb_or_text, str):
+        path.write_text(nb_or_text)
+    else:
+        nbformat.write(nb_or_text, path)
+    kwargs.setdefault("cell_timeout", 20)
+    kwargs.setdefault("exercise_timeout", 20)
+    return grading.grade(path, root=root, **kwargs)
+
+
+@pytest.mark.slow
+def test_solution_full_marks_handout_zero_mistake_partial(root, tmp_path):
+    full = _grade(root, _chapter(), tmp_path, "full.ipynb")
+    assert (full["total"], full["max_total"]) == (3.0, 3.0), full
+    assert full["written"] == [{"id": "toy-ex-proof", "max_points": 4.0,
+                                "feedback": "graded by hand (rubric in the instructor guide)"}]
+    handout = _grade(root, student_notebook(_chapter()), tmp_path, "handout.ipynb")
+    assert handout["total"] == 0 and "not attempted" in handout["exercises"][0]["feedback"]
+    mistake = _grade(root, _chapter(ANSWER.replace("y = 2 * x", "y = 2 * abs(x)")), tmp_path, "m.ipynb")
+    assert mistake["total"] == 2.0
+    assert "negative inputs" in mistake["exercises"][0]["feedback"] and "abs()" in mistake["exercises"][0]["feedback"]
+
+
+@pytest.mark.slow
+def test_broken_submissions_get_zero_and_a_reason(root, tmp_path):
+    # not JSON
+    r = _grade(root, "this is not a notebook {", tmp_path, "text.ipynb", chapter="99_toy")
+    assert r["total"] == 0 and "not a readable notebook" in r["exercises"][0]["feedback"]
+    # another chapter
+    other = _chapter()
+    other.metadata["coursework"]["chapter"] = "04_planar_flows"
+    r = _grade(root, other, tmp_path, "other.ipynb", chapter="99_toy")
+    assert r["total"] == 0 and "not a notebook of chapter 99_toy" in r["exercises"][0]["feedback"]
+    # the exercise deleted
+    missing = _chapter()
+    missing.cells = [c for c in missing.cells if not c.get("metadata", {}).get("coursework")]
+    r = _grade(root, missing, tmp_path, "missing.ipynb")
+    assert r["total"] == 0 and "missing" in r["exercises"][0]["feedback"]
+    # an answer that raises, and a chapter cell that raises: the grade is still given
+    raising = _chapter(ANSWER.replace("y = 2 * x", "y = 1 / 0"), [nbformat.v4.new_code_cell("1 / 0")])
+    r = _grade(root, raising, tmp_path, "raising.ipynb")
+    assert r["total"] == 0 and "ZeroDivisionError" in r["exercises"][0]["feedback"]
+    assert any("raised ZeroDivisionError" in n for n in r["notes"])
+    # an endless loop in the answer cell (at definition time) and one in the graded call
+    forever = _chapter("while True:\n    pass\n" + ANSWER)
+    r = _grade(root, forever, tmp_path, "forever.ipynb", cell_timeout=3, exercise_timeout=3)
+    assert r["total"] == 0 and "timed out" in r["exercises"][0]["feedback"]
+    looping = _chapter(ANSWER.replace("y = 2 * x", "while x: pass"))
+    r = _grade(root, looping, tmp_path, "looping.ipynb", cell_timeout=3, exercise_timeout=3)
+    assert r["total"] == 0 and "ran past their time limit" in r["exercises"][0]["feedback"]
+    # megabytes of output are cut, and the grade is still right
+    flood = _chapter(extra_cells=[nbformat.v4.new_code_cell("for i in range(200000):\n    print(i, 'x' * 40)")])
+    r = _grade(root, flood, tmp_path, "flood.ipynb")
+    assert r["total"] == 3 and any("printed more than" in n for n in r["notes"])
+    # a submission that says nothing about its chapter, graded without --chapter
+    anonymous = _chapter()
+    del anonymous.metadata["coursework"]
+    r = _grade(root, anonymous, tmp_path, "anon.ipynb")
+    assert r["exercises"] == [] and "grade it with --chapter" in r["notes"][0]
+
+
+@pytest.mark.slow
+def test_grade_all_writes_one_csv_row_per_submission(root, tmp_path, monkeypatch):
+    folder = tmp_path / "class"
+    folder.mkdir()
+    nbformat.write(_chapter(), folder / "alice.ipynb")
+    nbformat.write(student_notebook(_chapter()), folder / "bob.ipynb")
+    (folder / "carol.ipynb").write_text("{")
+    monkeypatch.setattr(grading, "_repository", lambda: root)
+    grading.grade_all(folder, tmp_path / "grades.csv", "99_toy", cell_timeout=20, exercise_timeout=20)
+    rows = list(csv.DictReader((tmp_path / "grades.csv").open()))
+    assert [(r["submission"], r["total"]) for r in rows] == [("alice.ipynb", "3.0"), ("bob.ipynb", "0.0"),
+                                                            ("carol.ipynb", "0.0")]
+    assert "not a readable notebook" in rows[2]["notes"]
+
+
+def test_a_chapter_without_graded_tests_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no graded tests for chapter 'zz'"):
+        grading.load_graded("zz", tmp_path)
+    (tmp_path / "coursework" / "graded").mkdir(parents=True)
+    (tmp_path / "coursework" / "graded" / "yy.py").write_text(textwrap.dedent("EXERCISES = []"))
+    with pytest.raises(ValueError, match="EXERCISES must be"):
+        grading.load_graded("yy", tmp_path)
+
+
+def test_every_chapter_has_graded_tests_for_every_coded_exercise():
+    """Each instructor notebook says its chapter, and its graded module grades exactly the exercises
+    whose code cells carry solution markers."""
+    from flowlib.book.coursework.markers import has_solution
+    from flowlib.book.coursework.student import chapter_of, exercise_of
+
+    notebooks = sorted((pathlib.Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
+    unmarked = []
+    for path in notebooks:
+        nb = nbformat.read(path, as_version=4)
+        if chapter_of(nb) is None:
+            unmarked.append(path.name)
+            continue
+        assert chapter_of(nb) == path.stem
+        coded = {exercise_of(c) for c in nb.cells if c.cell_type == "code" and has_solution(c.source)}
+        module, _ = grading.load_graded(path.stem)
+        assert {e.id for e in module.EXERCISES} == coded, path.name
+    assert not unmarked, f"chapters without metadata.coursework.chapter: {unmarked}"
