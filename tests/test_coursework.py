@@ -138,7 +138,8 @@ def test_solution_full_marks_handout_zero_mistake_partial(root, tmp_path):
     assert handout["total"] == 0 and "not attempted" in handout["exercises"][0]["feedback"]
     mistake = _grade(root, _chapter(ANSWER.replace("y = 2 * x", "y = 2 * abs(x)")), tmp_path, "m.ipynb")
     assert mistake["total"] == 2.0
-    assert "negative inputs" in mistake["exercises"][0]["feedback"] and "abs()" in mistake["exercises"][0]["feedback"]
+    feedback = mistake["exercises"][0]["feedback"]
+    assert "negative inputs" in feedback and "abs()" in feedback
 
 
 @pytest.mark.slow
@@ -169,7 +170,8 @@ def test_broken_submissions_get_zero_and_a_reason(root, tmp_path):
     r = _grade(root, looping, tmp_path, "looping.ipynb", cell_timeout=3, exercise_timeout=3)
     assert r["total"] == 0 and "ran past their time limit" in r["exercises"][0]["feedback"]
     # megabytes of output are cut, and the grade is still right
-    flood = _chapter(extra_cells=[nbformat.v4.new_code_cell("for i in range(200000):\n    print(i, 'x' * 40)")])
+    printing = nbformat.v4.new_code_cell("for i in range(200000):\n    print(i, 'x' * 40)")
+    flood = _chapter(extra_cells=[printing])
     r = _grade(root, flood, tmp_path, "flood.ipynb")
     assert r["total"] == 3 and any("printed more than" in n for n in r["notes"])
     # a submission that says nothing about its chapter, graded without --chapter
