@@ -1,41 +1,86 @@
-"""Cost of each row of an experiment table: seconds per training epoch, as a ratio to the
-no-flow row, all measured side by side in one process.
+"""Cost of each row of an experiment table: a training update and an importance-sampling
+evaluation, in time and in FLOPs, as ratios to the no-flow row, all measured side by side in one
+process.
 
-Every row's VAE (built from the experiment's protocol and row files) is timed on the same
-``--batches`` updates of binarized MNIST, interleaved over ``--repeats`` rounds (median), so
-that a change in machine load hits every row alike. The epoch time is extrapolated
-(``seconds / batches * updates per epoch``).
+Training: every row's VAE (built from the experiment's protocol and row files) is timed on the
+same ``--batches`` updates of binarized MNIST, interleaved over ``--repeats`` rounds (median), so
+that a change in machine load hits every row alike; the epoch time is extrapolated
+(``seconds / batches * updates per epoch``). ``ratio`` is a row's time over the no-flow row's;
+``flop_ratio`` the same for the FLOPs of one update (forward and backward, counted by
+``torch.utils.flop_counter``, which counts matrix products and convolutions, not elementwise
+arithmetic): the floor a row's ``ratio`` would reach if its extra time were all arithmetic of
+that kind.
 
-    FLOWLIB_DATA=../shared/data python bench/flow_cost.py experiments/mnist \
-        [--batches 20] [--repeats 3] [--threads 1] [--json results/mnist/cost.json]
+Evaluation: the importance-sampled log-likelihood (``VAE.log_likelihood``, ``--eval-k`` samples
+per image, in the protocol's chunks of at most 50,000 decoder rows) of ``--eval-images`` test
+images, timed the same way; ``eval_ratio`` and ``eval_flop_ratio`` are per image over the no-flow
+row's at the same ``K``, and ``eval_images_per_second`` the throughput.
+
+Times are the process's CPU time (``--clock cpu``, the default): on a machine shared with other
+jobs, wall time also counts the waits for a core. ``--baseline NAME`` also measures every row
+built by another importable copy of flowlib under the package name NAME (e.g. the code before a
+change), as rows ``ROW@NAME``.
+
+    FLOWLIB_DATA=../shared/data python bench/flow_cost.py experiments/mnist \\
+        [--batches 20] [--repeats 3] [--threads 1] [--eval-k 500] [--eval-images 100] \\
+        [--json results/mnist/cost.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import math
+import os
 import pathlib
 import platform
 import statistics
 import time
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
 from flowlib.data import load
 from flowlib.experiments import load_experiment, row_config
-from flowlib.train import build_model
+
+CLOCKS = {"cpu": time.process_time, "wall": time.perf_counter}
 
 
-def time_updates(model, x, batch_size, batches):
+def update(model, opt, x):
+    loss = model.elbo(x).loss()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
+def time_updates(model, x, batch_size, batches, clock):
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    t0 = time.perf_counter()
+    t0 = clock()
     for b in range(batches):
-        loss = model.elbo(x[b * batch_size : (b + 1) * batch_size]).loss()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    return time.perf_counter() - t0
+        update(model, opt, x[b * batch_size : (b + 1) * batch_size])
+    return clock() - t0
+
+
+def time_eval(model, x, k, clock):
+    t0 = clock()
+    model.log_likelihood(x, k)
+    return clock() - t0
+
+
+def count_flops(fn) -> int:
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def update_flops(model, x) -> int:
+    def one():
+        model.elbo(x).loss().backward()
+
+    flops = count_flops(one)
+    model.zero_grad(set_to_none=True)
+    return flops
 
 
 def main():
@@ -44,45 +89,90 @@ def main():
     parser.add_argument("--batches", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--eval-k", type=int, default=500, help="importance samples an image (0: none)")
+    parser.add_argument("--eval-images", type=int, default=100)
+    parser.add_argument("--clock", choices=CLOCKS, default="cpu")
+    parser.add_argument("--baseline", default=None, help="package name of another copy of flowlib to measure")
+    parser.add_argument("--rows", nargs="*", default=None, help="only these rows (and 'none')")
     parser.add_argument("--json", type=pathlib.Path, default=None)
     args = parser.parse_args()
+    clock = CLOCKS[args.clock]
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     protocol, rows = load_experiment(args.folder)
     if "none" not in rows:
         raise SystemExit(f"{args.folder} has no 'none' row to take ratios against")
+    if args.rows:
+        rows = {name: row for name, row in rows.items() if name == "none" or name in args.rows}
     batch_size = protocol["train"]["batch_size"]
     x, _ = load(protocol["train"]["data"], "train")
     updates_per_epoch = math.ceil(len(x) / batch_size)
     x = x[: args.batches * batch_size]
-    models = {name: build_model(row_config(protocol, row, 0, pathlib.Path("unused")))
-              for name, row in rows.items()}
+    x_eval = load(protocol["train"]["data"], "test")[0][: args.eval_images]
+    packages = ["flowlib"] + ([args.baseline] if args.baseline else [])
+    models = {}
+    for package in packages:
+        build_model = importlib.import_module(f"{package}.train").build_model
+        for name, row in rows.items():
+            key = name if package == "flowlib" else f"{name}@{package}"
+            torch.manual_seed(0)
+            models[key] = build_model(row_config(protocol, row, 0, pathlib.Path("unused")))
+    flops = {name: update_flops(model, x[:batch_size]) for name, model in models.items()}
     for model in models.values():  # warm-up
-        time_updates(model, x, batch_size, 2)
+        time_updates(model, x, batch_size, 2, clock)
     times = {name: [] for name in models}
-    for _ in tqdm(range(args.repeats), desc="rounds"):
+    for _ in tqdm(range(args.repeats), desc="training rounds"):
         for name, model in models.items():
-            times[name].append(time_updates(model, x, batch_size, args.batches))
+            times[name].append(time_updates(model, x, batch_size, args.batches, clock))
     base = statistics.median(times["none"])
-    result = {
-        "command": "python bench/flow_cost.py " + " ".join(
-            [str(args.folder), f"--batches {args.batches}", f"--repeats {args.repeats}",
-             f"--threads {args.threads}"]),
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                    "torch": torch.__version__, "threads": args.threads},
-        "rows": {
-            name: {"label": rows[name]["label"],
-                   "seconds_per_epoch": statistics.median(ts) / args.batches * updates_per_epoch,
-                   "ratio": statistics.median(ts) / base,
-                   "parameters": sum(p.numel() for p in models[name].parameters())}
-            for name, ts in times.items()
-        },
+    result_rows = {
+        name: {"label": rows[name.split("@")[0]]["label"],
+               "seconds_per_epoch": statistics.median(ts) / args.batches * updates_per_epoch,
+               "ratio": statistics.median(ts) / base,
+               "flops_per_update": flops[name],
+               "flop_ratio": flops[name] / flops["none"],
+               "parameters": sum(p.numel() for p in models[name].parameters())}
+        for name, ts in times.items()
     }
-    print(f"torch {torch.__version__}, {args.threads} thread(s); "
-          f"{args.batches} updates x {args.repeats} rounds")
-    print(f"{'row':26s} {'s/epoch':>8s} {'ratio':>6s} {'params':>9s}")
+    if args.eval_k:
+        with torch.no_grad():
+            for model in models.values():
+                model.eval()
+            eval_flops = {name: count_flops(lambda m=model: m.log_likelihood(x_eval, args.eval_k))
+                          for name, model in models.items()}
+            eval_times = {name: [] for name in models}
+            for _ in tqdm(range(args.repeats), desc="evaluation rounds"):
+                for name, model in models.items():
+                    eval_times[name].append(time_eval(model, x_eval, args.eval_k, clock))
+        eval_base = statistics.median(eval_times["none"])
+        for name, ts in eval_times.items():
+            t = statistics.median(ts)
+            result_rows[name].update(
+                eval_seconds_per_image=t / len(x_eval), eval_images_per_second=len(x_eval) / t,
+                eval_ratio=t / eval_base, eval_flops_per_image=eval_flops[name] / len(x_eval),
+                eval_flop_ratio=eval_flops[name] / eval_flops["none"])
+    command = ["python bench/flow_cost.py", str(args.folder), f"--batches {args.batches}",
+               f"--repeats {args.repeats}", f"--threads {args.threads}", f"--eval-k {args.eval_k}",
+               f"--eval-images {args.eval_images}", f"--clock {args.clock}"]
+    command += [f"--baseline {args.baseline}"] if args.baseline else []
+    command += ["--rows " + " ".join(args.rows)] if args.rows else []
+    result = {
+        "command": " ".join(command),
+        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                    "cpus": os.cpu_count(), "torch": torch.__version__, "threads": args.threads,
+                    "clock": args.clock, "load_average": os.getloadavg()},
+        "rows": result_rows,
+    }
+    print(f"torch {torch.__version__}, {args.threads} thread(s), {args.clock} time; {args.batches} updates x "
+          f"{args.repeats} rounds; evaluation K = {args.eval_k} on {len(x_eval)} images; "
+          f"load {os.getloadavg()[0]:.2f}")
+    print(f"{'row':34s} {'s/epoch':>8s} {'ratio':>6s} {'flops':>6s} {'r/f':>5s} "
+          f"{'img/s':>7s} {'eval':>6s} {'flops':>6s} {'r/f':>5s} {'params':>9s}")
     for name, r in sorted(result["rows"].items(), key=lambda kv: kv[1]["ratio"]):
-        print(f"{name:26s} {r['seconds_per_epoch']:8.1f} {r['ratio']:6.2f} {r['parameters']:9d}")
+        ev = (f"{r['eval_images_per_second']:7.2f} {r['eval_ratio']:6.2f} {r['eval_flop_ratio']:6.2f} "
+              f"{r['eval_ratio'] / r['eval_flop_ratio']:5.2f}") if args.eval_k else ""
+        print(f"{name:34s} {r['seconds_per_epoch']:8.1f} {r['ratio']:6.2f} {r['flop_ratio']:6.2f} "
+              f"{r['ratio'] / r['flop_ratio']:5.2f} {ev} {r['parameters']:9d}")
     if args.json is not None:
         from flowlib.checkpoint import atomic_write_json
 
