@@ -62,6 +62,17 @@ def read(path: pathlib.Path):
     return nbformat.read(path, as_version=nbformat.NO_CONVERT)
 
 
+def code_lines_matching(path: pathlib.Path, pattern: re.Pattern) -> list[str]:
+    """``cell i: 'line'`` for every line of code (comments removed) in which ``pattern`` occurs."""
+    return [
+        f"cell {i}: {line.strip()!r}"
+        for i, c in enumerate(read(path).cells)
+        if c.cell_type == "code"
+        for line in code_without_comments(c.source).splitlines()
+        if pattern.search(line)
+    ]
+
+
 def test_there_are_notebooks():
     assert NOTEBOOKS, f"no notebooks found under {ROOT / 'notebooks'}"
 
@@ -100,13 +111,7 @@ def test_seeded(path):
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
 def test_no_sys_path_edits(path):
-    edits = [
-        f"cell {i}: {m.group(0)!r}"
-        for i, c in enumerate(read(path).cells)
-        if c.cell_type == "code"
-        for m in [SYS_PATH_EDIT.search(code_without_comments(c.source))]
-        if m
-    ]
+    edits = code_lines_matching(path, SYS_PATH_EDIT)
     assert not edits, (
         f"{path.name} edits the module search path ({'; '.join(edits)}): flowlib must be imported because "
         "it is installed (pip install -e .), not found through sys.path"
@@ -149,13 +154,7 @@ def test_first_code_cell_is_the_colab_cell(path):
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
 def test_no_paths_relative_to_the_working_directory(path):
-    found = [
-        f"cell {i}: {line.strip()!r}"
-        for i, c in enumerate(read(path).cells)
-        if c.cell_type == "code"
-        for line in code_without_comments(c.source).splitlines()
-        if PARENT_PATH.search(line)
-    ]
+    found = code_lines_matching(path, PARENT_PATH)
     assert not found, (
         f"{path.name} reads files through paths relative to the notebook's folder ({'; '.join(found)}): "
         "they break as soon as the notebook runs anywhere else (Colab, a copy). Use "
