@@ -41,5 +41,16 @@ def atomic_write_text(text: str, path) -> None:
 
 
 def load_checkpoint(path, map_location="cpu"):
-    """``torch.load(..., weights_only=True)``: tensors and plain containers only, no pickled code."""
-    return torch.load(path, map_location=map_location, weights_only=True)
+    """``torch.load(..., weights_only=True)``: tensors and plain containers only, no pickled code.
+
+    A file that is not such a checkpoint (truncated, corrupt, or holding pickled objects) raises
+    ``ValueError`` naming the file, instead of the unpickler's own error."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"expected a checkpoint file at {path}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # pickle.UnpicklingError, RuntimeError (zip), EOFError, ...
+        reason = " ".join(str(err).split())[:200]
+        raise ValueError(f"{path} is not a readable flowlib checkpoint ({type(err).__name__}: {reason}); "
+                         "delete it and train again") from None

@@ -216,9 +216,11 @@ def main(argv=None) -> int:
             f"{args.dir} is not a training run: expected {args.dir}/metrics.json and {args.dir}/model.pt "
             "(made by 'python -m flowlib train --out DIR')"
         )
-    m = evaluate(
-        args.dir, args.importance_samples, args.subset, args.batch_size, args.device, progress=not args.quiet
-    )
+    try:
+        m = evaluate(args.dir, args.importance_samples, args.subset, args.batch_size, args.device,
+                     progress=not args.quiet)
+    except (FileNotFoundError, ValueError) as err:
+        p.exit(2, f"{p.prog}: error: {err}\n")
     print(
         f"{args.dir}: test NLL {m['test_nll']:.2f} +- {m['test_nll_stderr']:.2f} nats "
         f"(k = {args.importance_samples}, {m['test_nll_examples']} images); "

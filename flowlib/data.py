@@ -205,12 +205,15 @@ def _download(url: str, dest: pathlib.Path, sha256: str) -> None:
 
 
 def _torchvision_root(cls_name: str, root: pathlib.Path) -> pathlib.Path:
-    """A root for torchvision: ``root`` itself if it holds the extracted files or is writable,
-    else a mirror in the cache with links (or copies) of its files, where torchvision can extract."""
+    """A root for torchvision: ``root`` itself if it holds the extracted files, else a mirror in the
+    cache with links (or copies) of its files, where torchvision can extract (and download): the data
+    root is never written to, writable or not (torchvision would extract the ``.gz`` files there)."""
     raw = root / cls_name / "raw"
-    if all((raw / f).is_file() for f in RAW_FILES) or _writable(raw):
+    if all((raw / f).is_file() for f in RAW_FILES):
         return root
-    mirror = cache_dir() / "torchvision" / cls_name / "raw"
+    # one mirror per data root: files linked from one root must never answer for another
+    key = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:12]
+    mirror = cache_dir() / "torchvision" / key / cls_name / "raw"
     mirror.mkdir(parents=True, exist_ok=True)
     for name in RAW_FILES + tuple(f + ".gz" for f in RAW_FILES):
         src, dst = raw / name, mirror / name

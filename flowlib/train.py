@@ -238,6 +238,25 @@ def test_indices(config: dict, subset: int | None = None) -> torch.Tensor:
 PER_IMAGE_FILE = "test_per_image.npz"
 
 
+def read_metrics(run_dir) -> dict:
+    """The ``metrics.json`` of a run folder, checked: valid JSON with a ``config`` that has every
+    model setting; otherwise ``ValueError`` naming the file and what is missing."""
+    path = pathlib.Path(run_dir) / "metrics.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a training run: expected {path}")
+    try:
+        metrics = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON ({err})") from None
+    config = metrics.get("config") if isinstance(metrics, dict) else None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path} has no 'config': it was not written by flowlib's train")
+    missing = [k for k in (*MODEL_KEYS, "data", "seed") if k not in config]
+    if missing:
+        raise ValueError(f"{path}: the config lacks {missing}; was it written by another version of flowlib?")
+    return metrics
+
+
 def evaluate(
     run_dir,
     importance_samples: int = 5000,
@@ -260,7 +279,7 @@ def evaluate(
     import numpy as np
 
     run_dir = pathlib.Path(run_dir)
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = read_metrics(run_dir)
     config = metrics["config"]
     model = build_model(config).to(device)
     model.load_state_dict(load_checkpoint(run_dir / "model.pt", map_location=device)["model"])

@@ -199,3 +199,30 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monk
     assert "non-finite" in metrics["status"] and len(metrics["epochs"]) == 1
     state = load_checkpoint(tmp_path / "model.pt")["model"]
     assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+
+
+@needs_data
+def test_evaluate_a_broken_run_folder_exits_2_naming_the_problem(tmp_path):
+    run = tmp_path / "run"
+    r = flowlib("train", *SMALL, "--flow", "none", "--flow-length", "0", "--epochs", "1", "--out", run)
+    assert r.returncode == 0, r.stderr
+    metrics = json.loads((run / "metrics.json").read_text())
+    good_model = (run / "model.pt").read_bytes()
+    # a metrics.json whose config lacks a key
+    del metrics["config"]["latent_dim"]
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    r = flowlib("evaluate", run, "--importance-samples", "2", "--subset", "5", "--quiet")
+    assert r.returncode == 2 and "lacks ['latent_dim']" in r.stderr and "Traceback" not in r.stderr
+    # not JSON
+    (run / "metrics.json").write_text("{")
+    r = flowlib("evaluate", run, "--importance-samples", "2", "--subset", "5", "--quiet")
+    assert r.returncode == 2 and "not valid JSON" in r.stderr
+    # a corrupt checkpoint
+    metrics["config"]["latent_dim"] = 4
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    (run / "model.pt").write_bytes(good_model[: len(good_model) // 2])
+    before = (run / "metrics.json").read_text()
+    r = flowlib("evaluate", run, "--importance-samples", "2", "--subset", "5", "--quiet")
+    assert r.returncode == 2 and "not a readable flowlib checkpoint" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert (run / "metrics.json").read_text() == before  # nothing written

@@ -311,7 +311,7 @@ def test_read_only_gz_only_root_uses_a_mirror(shared, tmp_path, monkeypatch):
         x, y = data.load("fashion-mnist", "test", root=tmp_path / "root", download=False)
         assert x.shape == (10_000, 784) and y.shape == (10_000,)
         assert _snapshot(tmp_path / "root") == before
-        mirror = tmp_path / "cache" / "torchvision" / "FashionMNIST" / "raw"
+        mirror = next((tmp_path / "cache" / "torchvision").glob("*/FashionMNIST/raw"))
         assert (mirror / "t10k-images-idx3-ubyte").is_file()
     finally:
         raw.chmod(0o755)
@@ -344,3 +344,23 @@ def test_shared_folder_unchanged(shared):
     """Runs last: nothing above wrote into the shared data folder."""
     root, before = shared
     assert _snapshot(root) == before
+
+
+def test_writable_gz_only_root_is_not_written_to(shared, tmp_path, monkeypatch):
+    """A writable data root holding only the .gz files (as after a manual download) stays as it
+    was: torchvision extracts into the cache's mirror, not into the user's data folder."""
+    pytest.importorskip("torchvision")
+    source = shared[0] / "FashionMNIST" / "raw"
+    if not source.is_dir():
+        pytest.skip(f"no FashionMNIST/raw in {shared[0]}: " + SKIP_REASON)
+    raw = tmp_path / "root" / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    for f in data.RAW_FILES:
+        gz = source / f"{f}.gz"
+        blob = gz.read_bytes() if gz.is_file() else gzip.compress((source / f).read_bytes())
+        (raw / f"{f}.gz").write_bytes(blob)
+    monkeypatch.setenv("FLOWLIB_CACHE", str(tmp_path / "cache"))
+    before = _snapshot(tmp_path / "root")
+    x, _ = data.load("fashion-mnist", "valid", root=tmp_path / "root", download=False)
+    assert x.shape == (10_000, 784)
+    assert _snapshot(tmp_path / "root") == before
