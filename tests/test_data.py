@@ -293,17 +293,24 @@ def test_torchvision_splits(shared, name, folder):
     assert _snapshot(root) == before
 
 
-def test_read_only_gz_only_root_uses_a_mirror(shared, tmp_path, monkeypatch):
-    """Like FashionMNIST in the shared folder: only .gz files, read-only; extraction goes to the cache."""
+def _gz_only_fashion_root(shared, root: pathlib.Path) -> pathlib.Path:
+    """A data root holding Fashion-MNIST as the four ``.gz`` files only; returns its raw folder."""
     pytest.importorskip("torchvision")
     source = shared[0] / "FashionMNIST" / "raw"
     if not source.is_dir():
         pytest.skip(f"no FashionMNIST/raw in {shared[0]}: " + SKIP_REASON)
-    raw = tmp_path / "root" / "FashionMNIST" / "raw"
+    raw = root / "FashionMNIST" / "raw"
     raw.mkdir(parents=True)
     for f in data.RAW_FILES:
-        gz = source / f"{f}.gz" if (source / f"{f}.gz").is_file() else None
-        (raw / f"{f}.gz").write_bytes(gz.read_bytes() if gz else gzip.compress((source / f).read_bytes()))
+        gz = source / f"{f}.gz"
+        blob = gz.read_bytes() if gz.is_file() else gzip.compress((source / f).read_bytes())
+        (raw / f"{f}.gz").write_bytes(blob)
+    return raw
+
+
+def test_read_only_gz_only_root_uses_a_mirror(shared, tmp_path, monkeypatch):
+    """Like FashionMNIST in the shared folder: only .gz files, read-only; extraction goes to the cache."""
+    raw = _gz_only_fashion_root(shared, tmp_path / "root")
     raw.chmod(0o555)
     monkeypatch.setenv("FLOWLIB_CACHE", str(tmp_path / "cache"))
     try:
@@ -349,16 +356,7 @@ def test_shared_folder_unchanged(shared):
 def test_writable_gz_only_root_is_not_written_to(shared, tmp_path, monkeypatch):
     """A writable data root holding only the .gz files (as after a manual download) stays as it
     was: torchvision extracts into the cache's mirror, not into the user's data folder."""
-    pytest.importorskip("torchvision")
-    source = shared[0] / "FashionMNIST" / "raw"
-    if not source.is_dir():
-        pytest.skip(f"no FashionMNIST/raw in {shared[0]}: " + SKIP_REASON)
-    raw = tmp_path / "root" / "FashionMNIST" / "raw"
-    raw.mkdir(parents=True)
-    for f in data.RAW_FILES:
-        gz = source / f"{f}.gz"
-        blob = gz.read_bytes() if gz.is_file() else gzip.compress((source / f).read_bytes())
-        (raw / f"{f}.gz").write_bytes(blob)
+    _gz_only_fashion_root(shared, tmp_path / "root")
     monkeypatch.setenv("FLOWLIB_CACHE", str(tmp_path / "cache"))
     before = _snapshot(tmp_path / "root")
     x, _ = data.load("fashion-mnist", "valid", root=tmp_path / "root", download=False)
