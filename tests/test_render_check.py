@@ -76,6 +76,8 @@ DEFECTS = [
     ("doubled_ref", "doubled-ref",
      '<p>As in exercise <a class="reference internal" href="#ex-one">'
      '<span class="std std-ref">Exercise 3.1</span></a>.</p>'),
+    ("doubled_paren", "doubled-ref",
+     '<p>a lower bound in expectation (<a class="reference internal" href="#equation-c-one">(3.1)</a>).</p>'),
     ("img_no_alt", "alt", '<img src="../_images/fig300.png" />'),
     ("img_path_alt", "alt", '<img alt="../_images/fig300.png" src="../_images/fig300.png" />'),
     ("squeezed", "shrunk",
@@ -146,6 +148,7 @@ def test_each_defect_fails_its_page_and_the_clean_page_passes(site, tmp_path):
         assert f"FAIL notebooks/03_{name}" in proc.stdout, proc.stdout
     # the report names the element and what is wrong with it
     assert "exercise Exercise 3.1" in results["doubled_ref"]["problems"][0]
+    assert "expectation ((3.1)" in results["doubled_paren"]["problems"][0]
     assert "<function show at 0x" in results["repr"]["problems"][0]
     assert "300 px wide of its natural 1000 px (30%)" in results["squeezed"]["problems"][0]
     assert '"(2.1)" on the page of chapter 3' in results["numbering"]["problems"][0]
