@@ -13,8 +13,8 @@ import subprocess
 import sys
 
 if importlib.util.find_spec("flowlib") is None:
-    subprocess.run(["git", "clone", "--depth", "1", "{REPOSITORY}", "flows-in-vaes"],
-                   check=True)
+    subprocess.run(["git", "clone", "--depth", "1",
+                    "{REPOSITORY}", "flows-in-vaes"], check=True)
     subprocess.run([sys.executable, "-m", "pip", "install", "-q",
                     "./flows-in-vaes[data,notebooks]"], check=True)
     os.environ["FLOWLIB_REPO"] = os.path.abspath("flows-in-vaes")  # where the results are
