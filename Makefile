@@ -4,6 +4,9 @@
 #   make render-check  open the built book in headless Chromium and check every page
 #   make test       ruff, then ONE pytest run: unit tests + every notebook under nbval
 #   make lint       ruff only
+#   make student    the student edition: _build/student/notebooks and _build/student/html
+#   make grade SUBMISSION=nb.ipynb REPORT=report.json   grade one submitted notebook
+#   make grade-all SUBMISSIONS=folder REPORT=grades.csv  grade a class into one CSV
 #   make clean      remove build outputs and caches (keeps .venv)
 #   make distclean  clean, and remove .venv too
 
@@ -25,10 +28,10 @@ endif
 TEST_PATHS := $(wildcard tests notebooks)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test lint book render-check clean distclean
+.PHONY: help venv test lint book render-check student grade grade-all clean distclean
 
 help:
-	@sed -n '3,8p' Makefile | sed 's/^# *//'
+	@sed -n '3,11p' Makefile | sed 's/^# *//'
 
 # ---------------------------------------------------------------- environment
 $(BIN)/python:
@@ -87,6 +90,25 @@ book: $(STAMP)
 # Needs chromium (apt-get install -y chromium) and npm; see scripts/check_render.py.
 render-check: $(STAMP)
 	$(BIN)/python scripts/check_render.py --html _build/html --toc _toc.yml --out _build/screenshots
+
+# ---------------------------------------------------------------- coursework
+# One source, two editions: the notebooks are the instructor edition; the student edition has
+# every solution region replaced by a stub, prose solutions and solution cells removed. Its HTML
+# is built strictly from the student notebooks, executed once (only exercise cells may fail, and
+# only with the stub's NotImplementedError). Grading executes a submission in a fresh kernel and
+# runs the hidden graded tests of coursework/graded/ (run it in a container for a real course).
+student: $(STAMP)
+	$(BIN)/python -m flowlib.book.coursework student --out _build/student --html
+
+grade: $(STAMP)
+	@if [ -z "$(SUBMISSION)" ] || [ -z "$(REPORT)" ]; then \
+	  echo "usage: make grade SUBMISSION=path/to/notebook.ipynb REPORT=path/to/report.json [CHAPTER=04_planar_flows]" >&2; exit 2; fi
+	$(BIN)/python -m flowlib.book.coursework grade "$(SUBMISSION)" --report "$(REPORT)" $(if $(CHAPTER),--chapter "$(CHAPTER)")
+
+grade-all: $(STAMP)
+	@if [ -z "$(SUBMISSIONS)" ] || [ -z "$(REPORT)" ]; then \
+	  echo "usage: make grade-all SUBMISSIONS=folder REPORT=grades.csv [CHAPTER=04_planar_flows]" >&2; exit 2; fi
+	$(BIN)/python -m flowlib.book.coursework grade-all "$(SUBMISSIONS)" --report "$(REPORT)" $(if $(CHAPTER),--chapter "$(CHAPTER)")
 
 # ---------------------------------------------------------------- cleaning
 clean:
