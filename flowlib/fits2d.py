@@ -26,7 +26,6 @@ import time
 import torch
 
 from . import densities
-from .experiments import _repository_root
 from .fit import fit_reverse_kl, free_energy
 from .flows import IAF, PCPMap, Planar, Reverse, Scale, Sequential
 from .provenance import git_commit
@@ -132,13 +131,19 @@ def run(out, *, flows=None, target_names=None, steps=None, batch_size=None, lr=N
     return results
 
 
-def load(folder="results/fits2d") -> tuple[dict, dict]:
+def load(folder=None) -> tuple[dict, dict]:
     """``(results, flows)``: the contents of ``results.json`` and a dict ``key -> fitted flow``
-    (``key = "flow/target"``), rebuilt and loaded from ``states.pt``. A relative ``folder`` is
-    taken from the repository root, so a notebook in ``notebooks/`` finds it too."""
-    folder = pathlib.Path(folder)
+    (``key = "flow/target"``), rebuilt and loaded from ``states.pt``.
+
+    By default the committed fits, ``results/fits2d`` of the book's repository, found through
+    :mod:`flowlib.book.paths` (so a chapter finds them wherever it runs: in ``notebooks/``, alone
+    in another folder, or on Colab, where ``FLOWLIB_REPO`` names the clone). A relative ``folder``
+    is taken from the repository root."""
+    from .book import paths  # the book's helpers, imported only where the committed fits are read
+
+    folder = paths.results("fits2d") if folder is None else pathlib.Path(folder)
     if not folder.is_absolute():
-        folder = _repository_root(pathlib.Path(__file__).parent) / folder
+        folder = paths.repository() / folder
     if not (folder / "results.json").is_file() or not (folder / "states.pt").is_file():
         raise FileNotFoundError(f"{folder} holds no 2-D fits: expected results.json and states.pt there; "
                                 "make them with `python -m flowlib.fits2d --out results/fits2d`")

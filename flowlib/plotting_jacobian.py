@@ -58,8 +58,10 @@ def plot_matrix(ax, M: torch.Tensor, *, title: str | None = None, xlabel: str = 
 
 
 def plot_mask(ax, mask: torch.Tensor, *, row_degrees=None, col_degrees=None, title: str | None = None,
-              xlabel: str = "input unit (degree)", ylabel: str = "output unit (degree)"):
-    """A 0/1 mask as black (connected) and white (cut) squares, with the units' degrees as ticks."""
+              xlabel: str = "input unit (degree)", ylabel: str = "output unit (degree)",
+              fontsize: float | None = None):
+    """A 0/1 mask as black (connected) and white (cut) squares, with the units' degrees as ticks
+    (in ``fontsize`` points; default: matplotlib's tick label size)."""
     import numpy as np
 
     mask = _as_matrix(mask, "plot_mask")
@@ -76,7 +78,7 @@ def plot_mask(ax, mask: torch.Tensor, *, row_degrees=None, col_degrees=None, tit
             if len(degrees) != n:
                 raise ValueError(f"plot_mask: got {len(degrees)} degrees for an axis of {n} units")
             set_ticks(range(n))
-            set_labels(degrees, fontsize=8)
+            set_labels(degrees, fontsize=fontsize)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if title is not None:
@@ -84,12 +86,14 @@ def plot_mask(ax, mask: torch.Tensor, *, row_degrees=None, col_degrees=None, tit
     return ax
 
 
-def plot_made_graph(ax, made, *, title: str | None = None):
+def plot_made_graph(ax, made, *, title: str | None = None, node_size: float = 480, fontsize: float = 9):
     """MADE drawn as a network: one column of units per layer, each unit labelled with its
     degree, and a line for every connection its masks allow (Germain et al. 2015, Fig. 1).
 
     Inputs are labelled ``z_i`` with degree ``order[i]``; the outputs are ``n_outputs``
-    groups (``m``, ``s``, ...) of ``dim`` units. The context input is not drawn.
+    groups (``m``, ``s``, ...) of ``dim`` units. The context input is not drawn. ``node_size``
+    is the marker area (points squared) and ``fontsize`` the size of the labels inside the units
+    (points): at the book's 100 dpi, 9 points are 12.5 pixels.
     """
     from .flows.made import MADE
 
@@ -117,8 +121,8 @@ def plot_made_graph(ax, made, *, title: str | None = None):
                 label, color = f"{d}", "tab:red"
             else:
                 label, color = f"{d}", "tab:gray"
-            ax.scatter([col], [yy], s=380, color=color, zorder=2, edgecolor="k")
-            ax.text(col, yy, label, ha="center", va="center", fontsize=7, color="w", zorder=3)
+            ax.scatter([col], [yy], s=node_size, color=color, zorder=2, edgecolor="k")
+            ax.text(col, yy, label, ha="center", va="center", fontsize=fontsize, color="w", zorder=3)
     names = ["inputs"] + [f"hidden {k + 1}" for k in range(len(masks) - 1)] + ["outputs"]
     ax.set_xticks(range(len(degrees)))
     ax.set_xticklabels(names)
