@@ -49,8 +49,10 @@ def plot_planar_layer(u=(1.0, 0.5), w=(2.0, 0.0), b: float = 0.0, constrain: boo
     u_used, w_t, b = planar_parameters(u, w, b, constrain)
     wu_raw = float(torch.as_tensor(u, dtype=torch.float64) @ w_t)
     wu = float(u_used @ w_t)
-    if axes is None:
-        fig, axes = plt.subplots(1, 3, figsize=(14, 4.4))
+    if axes is None:  # two square panels side by side, the determinant below: fits the book's column
+        fig, named = plt.subplot_mosaic([["grid", "hist"], ["det", "det"]], figsize=(7.0, 6.4),
+                                        height_ratios=[3.3, 2.0], layout="constrained")
+        axes = (named["grid"], named["hist"], named["det"])
     else:
         fig = axes[0].figure
     ax_grid, ax_hist, ax_det = axes
@@ -72,7 +74,7 @@ def plot_planar_layer(u=(1.0, 0.5), w=(2.0, 0.0), b: float = 0.0, constrain: boo
     ax_grid.plot([], [], color="tab:red", label="$\\hat u$" if constrain else "$u$")
     ax_grid.set(xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal", xlabel="$f(z)_1$", ylabel="$f(z)_2$",
                 title="image of a square grid under $f$")
-    ax_grid.legend(loc="lower right", fontsize=8)
+    ax_grid.legend(loc="lower right", framealpha=0.9)
 
     # 2. the transformed standard Gaussian
     g = torch.Generator().manual_seed(seed)
@@ -90,10 +92,9 @@ def plot_planar_layer(u=(1.0, 0.5), w=(2.0, 0.0), b: float = 0.0, constrain: boo
     ax_det.set(xlabel="$a = w^\\top z + b$", ylabel=f"$\\det J_f = 1 + h'(a)\\, w^\\top {u_name}$",
                title=f"$w^\\top u$ = {wu_raw:.2f}" + (f", $w^\\top \\hat u$ = {wu:.2f}" if constrain else ""))
     if (det < 0).any():
-        ax_det.legend(loc="lower right", fontsize=8)
+        ax_det.legend(loc="lower right")
     correction = " with the $\\hat u$ correction" if constrain else ", raw $u$ (no correction)"
     fig.suptitle("one planar layer" + correction)
-    fig.tight_layout()
     return fig
 
 
