@@ -159,13 +159,17 @@ def log_density(f: Map2D, y: torch.Tensor) -> torch.Tensor:
 def plot_pushforward(name: str = "banana", strength: float = 1.0, *, n_samples: int = 100_000,
                      lim: float = 4.0, seed: int = 0, fig=None):
     """Three panels: the map applied to a square grid, a histogram of ``f(x)`` for
-    ``n_samples`` draws ``x ~ N(0, I)``, and the density given by the formula."""
+    ``n_samples`` draws ``x ~ N(0, I)``, and the density given by the formula.
+
+    The figure is 7 inches wide, the width of the book's column (:mod:`flowlib.book.style`), so
+    that its labels are read at their natural size."""
     import matplotlib.pyplot as plt
 
     f = get_map(name, strength)
-    fig = fig or plt.figure(figsize=(12, 4))
+    fig = fig or plt.figure(figsize=(7.0, 2.9))
     fig.clear()
-    axes = fig.subplots(1, 3)
+    fig.set_layout_engine("constrained")
+    axes = fig.subplots(1, 3, sharex=True, sharey=True)
 
     ax = axes[0]
     t = torch.linspace(-3, 3, 200, dtype=torch.float64)
@@ -174,7 +178,7 @@ def plot_pushforward(name: str = "banana", strength: float = 1.0, *, n_samples: 
             y, _ = f.forward(line)
             ax.plot(y[:, 0], y[:, 1], lw=0.7, color="tab:blue" if line[0, 1] == line[-1, 1] else "tab:orange")
     ax.set(xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal", xlabel="$y_1$", ylabel="$y_2$",
-           title=f"the map f ({name}, s = {strength:.2f})\napplied to the grid of $[-3, 3]^2$")
+           title=f"{name} map, s = {strength:.2f},\non the grid of $[-3, 3]^2$")
 
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn(n_samples, 2, generator=generator, dtype=torch.float64)
@@ -182,15 +186,13 @@ def plot_pushforward(name: str = "banana", strength: float = 1.0, *, n_samples: 
     bins = 100
     axes[1].hist2d(y[:, 0].numpy(), y[:, 1].numpy(), bins=bins, range=[[-lim, lim], [-lim, lim]],
                    density=True, cmap="viridis")
-    axes[1].set(aspect="equal", xlabel="$y_1$", ylabel="$y_2$",
-                title=f"histogram of y = f(x)\n{n_samples:,} samples x ~ N(0, I)")
+    axes[1].set(aspect="equal", xlabel="$y_1$", title=f"histogram of $f(x)$,\n{n_samples:,} samples")
 
     grid = Grid2D(lim, bins)
     density = grid.reshape(log_density(f, grid.points).exp())
     axes[2].imshow(density.numpy(), origin="lower", extent=grid.extent, cmap="viridis", aspect="equal")
-    axes[2].set(xlabel="$y_1$", ylabel="$y_2$",
-                title="change of variables\n$p_X(f^{-1}(y))\\,|\\det J_{f^{-1}}(y)|$")
-    fig.tight_layout()
+    axes[2].set(xlabel="$y_1$", title="change of variables:\n$p_X(f^{-1}(y))\\,|\\det J_{f^{-1}}(y)|$")
+    axes[0].set(xticks=[-2, 0, 2], yticks=[-4, -2, 0, 2, 4])  # shared axes: no tick labels collide
     return fig
 
 
