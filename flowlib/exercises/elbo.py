@@ -78,4 +78,4 @@ def check_reparameterize(reparameterize_fn) -> None:
         raise ExerciseError(f"{what}: the values are right but the gradients are not: dz/dmu should be 1 "
                             "and dz/dlog_var = sigma * eps / 2. Compute z from mu and log_var with torch "
                             "operations.")
-    passed(f"the gradients of the {what} with respect to mu and log_var")
+    passed(f"the gradients dz/dmu and dz/dlog_var of the {what}")
