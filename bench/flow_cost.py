@@ -74,6 +74,18 @@ def count_flops(fn) -> int:
     return counter.get_total_flops()
 
 
+def eval_flops(model, x, k) -> int:
+    # parameters that require no gradient: under no_grad, the flop counter's module hooks trip over
+    # views of parameters (e.g. a static parameter expanded to the batch)
+    flags = [p.requires_grad for p in model.parameters()]
+    model.requires_grad_(False)
+    try:
+        return count_flops(lambda: model.log_likelihood(x, k))
+    finally:
+        for p, flag in zip(model.parameters(), flags):
+            p.requires_grad_(flag)
+
+
 def update_flops(model, x) -> int:
     def one():
         model.elbo(x).loss().backward()
@@ -138,8 +150,7 @@ def main():
         with torch.no_grad():
             for model in models.values():
                 model.eval()
-            eval_flops = {name: count_flops(lambda m=model: m.log_likelihood(x_eval, args.eval_k))
-                          for name, model in models.items()}
+            flops_eval = {name: eval_flops(model, x_eval, args.eval_k) for name, model in models.items()}
             eval_times = {name: [] for name in models}
             for _ in tqdm(range(args.repeats), desc="evaluation rounds"):
                 for name, model in models.items():
@@ -149,8 +160,8 @@ def main():
             t = statistics.median(ts)
             result_rows[name].update(
                 eval_seconds_per_image=t / len(x_eval), eval_images_per_second=len(x_eval) / t,
-                eval_ratio=t / eval_base, eval_flops_per_image=eval_flops[name] / len(x_eval),
-                eval_flop_ratio=eval_flops[name] / eval_flops["none"])
+                eval_ratio=t / eval_base, eval_flops_per_image=flops_eval[name] / len(x_eval),
+                eval_flop_ratio=flops_eval[name] / flops_eval["none"])
     command = ["python bench/flow_cost.py", str(args.folder), f"--batches {args.batches}",
                f"--repeats {args.repeats}", f"--threads {args.threads}", f"--eval-k {args.eval_k}",
                f"--eval-images {args.eval_images}", f"--clock {args.clock}"]
