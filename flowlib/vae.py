@@ -103,7 +103,15 @@ class VAE(nn.Module):
         log_q = log_diag_normal(z0, mu, log_var)
         if self.flow is None:
             return z0, log_q
-        context = h.expand(n_samples, B, self.h_dim).reshape(-1, self.h_dim) if self.flow.amortized else None
+        context = h if self.flow.amortized else None
+        if n_samples == 1:
+            zK, logdet = self.flow(z0[0], context)
+            return zK.unsqueeze(0), log_q - logdet.unsqueeze(0)
+        if self.flow.sample_axis:  # the flow's parameters once per image, shared by its samples
+            zK, logdet = self.flow(z0, context)
+            return zK, log_q - logdet
+        if context is not None:
+            context = context.expand(n_samples, B, self.h_dim).reshape(-1, self.h_dim)
         zK, logdet = self.flow(z0.reshape(-1, self.z_dim), context)
         return zK.view(n_samples, B, self.z_dim), log_q - logdet.view(n_samples, B)
 
@@ -121,7 +129,9 @@ class VAE(nn.Module):
     def log_likelihood(self, x: torch.Tensor, k: int = 5000, max_rows: int = 50_000) -> torch.Tensor:
         """Importance-sampled ``log p(x) ~= logsumexp_k [log p(x, z_k) - log q(z_k | x)] - log k``
         per example (Burda et al. 2016), drawing the ``k`` samples in chunks of at most
-        ``max_rows`` decoder rows so that ``k = 5000`` fits in memory."""
+        ``max_rows`` decoder rows so that ``k = 5000`` fits in memory. A flow that takes a sample
+        axis (every flowlib flow) computes its amortized parameters once per image and chunk, and
+        shares them across that image's samples."""
         self._check_x(x)
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"k must be a positive int, got {k!r}")

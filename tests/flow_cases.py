@@ -65,6 +65,10 @@ STACKED = {
         Sylvester(d, context_dim=c, variant="triangular", permute=True),
         Sylvester(d, context_dim=c, variant="orthogonal"),
     ),
+    # runs of one class, which Sequential applies together (Flow._chain)
+    "planar_stack": lambda d, c: Sequential(*(Planar(d, context_dim=c) for _ in range(3))),
+    "radial_stack": lambda d, c: Sequential(*(Radial(d, context_dim=c) for _ in range(3))),
+    "householder_stack": lambda d, c: Sequential(*(Householder(d, context_dim=c) for _ in range(3))),
     "mixed_stack": lambda d, c: Sequential(
         Scale(d),
         PCPMap(d, context_dim=c, hidden=8),
@@ -86,6 +90,8 @@ INVERTIBLE = {
     "pcpmap",
     "reverse",
     "nice_stack",
+    "radial_stack",
+    "householder_stack",
     "iaf_stack",
     "mixed_stack",
 }

@@ -10,6 +10,12 @@ A flow built with ``context_dim=C`` is *amortized*: its parameters are
 predicted per sample from a context of shape ``(B, C)`` (in a VAE, the
 encoder's features ``h``). Without it the flow is *static*: its parameters are
 free and shared by every sample.
+
+Every flowlib flow (``sample_axis = True``) also takes ``z`` of shape ``(S, B, dim)``: ``S``
+samples for each of ``B`` context rows, with the context still ``(B, C)``. The parameters are
+then computed once per context row and shared by its ``S`` samples (broadcast over the sample
+axis), which is what importance sampling needs: ``K`` samples of one image share its flow.
+The log-determinant has shape ``(S, B)``. A static flow's parameters are never copied per sample.
 """
 
 from __future__ import annotations
@@ -28,12 +34,14 @@ def check_size(name: str, value, allow_none: bool = False) -> None:
         raise ValueError(f"{name} must be {expected}, got {value!r}")
 
 
-def check_inputs(owner: str, dim: int, context_dim: int | None, z, context, name: str = "z") -> None:
-    """Raise ValueError unless ``z`` is ``(B, dim)`` and ``context`` matches ``context_dim``."""
-    expected = f"(B, {dim})"
+def check_inputs(owner: str, dim: int, context_dim: int | None, z, context, name: str = "z",
+                 sample_axis: bool = False) -> None:
+    """Raise ValueError unless ``z`` is ``(B, dim)`` (or ``(S, B, dim)`` with ``sample_axis``) and
+    ``context`` matches ``context_dim``: None for a static owner, ``(B, context_dim)`` otherwise."""
+    expected = f"(B, {dim}) or (S, B, {dim})" if sample_axis else f"(B, {dim})"
     if not isinstance(z, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor of shape {expected}, got {type(z).__name__}")
-    if z.dim() != 2 or z.shape[1] != dim:
+    if z.dim() not in ((2, 3) if sample_axis else (2,)) or z.shape[-1] != dim:
         raise ValueError(
             f"{owner}: expected {name} of shape {expected}, got {tuple(z.shape)}"
         )
@@ -47,7 +55,7 @@ def check_inputs(owner: str, dim: int, context_dim: int | None, z, context, name
                 "context_dim=C to make it amortized"
             )
         return
-    expected_c = f"({z.shape[0]}, {context_dim})"
+    expected_c = f"({z.shape[-2]}, {context_dim})"
     if context is None:
         raise ValueError(
             f"{owner} is amortized (context_dim={context_dim}) and needs a "
@@ -55,7 +63,7 @@ def check_inputs(owner: str, dim: int, context_dim: int | None, z, context, name
         )
     if not isinstance(context, torch.Tensor):
         raise ValueError(f"context must be a torch.Tensor of shape {expected_c}")
-    if context.dim() != 2 or context.shape != (z.shape[0], context_dim):
+    if context.dim() != 2 or context.shape != (z.shape[-2], context_dim):
         raise ValueError(
             f"{owner}: expected context of shape {expected_c}, "
             f"got {tuple(context.shape)}"
@@ -67,8 +75,21 @@ class Flow(nn.Module):
 
     Subclasses implement ``_forward(z, context)`` and, where a closed form or a
     solver exists, ``_inverse(y, context)``; both receive inputs already
-    checked, with ``context`` None for a static flow.
+    checked, with ``context`` None for a static flow. A subclass that sets
+    ``sample_axis = True`` promises that both also take ``z`` of shape ``(S, B, dim)`` with a
+    context of shape ``(B, C)`` (see the module's docstring); every flowlib flow does.
+    ``volume_preserving = True`` promises that ``log|det| = 0`` everywhere, so that a
+    :class:`Sequential` need not add it (a subclass whose log-determinant is not 0 must set it
+    back to False).
     """
+
+    sample_axis = False
+    volume_preserving = False
+    # Optional: a staticmethod ``_chain(layers, z, context) -> (z, logdet or None)`` applying
+    # several layers of exactly this class in a row (all static or all amortized), with inputs
+    # already checked; :class:`Sequential` calls it for such runs, so that their parameters are
+    # transformed in one vectorized pass instead of one small pass per layer.
+    _chain = None
 
     def __init__(self, dim: int, context_dim: int | None = None):
         super().__init__()
@@ -101,7 +122,14 @@ class Flow(nn.Module):
         )
 
     def _check_inputs(self, z, context, name: str) -> None:
-        check_inputs(type(self).__name__, self.dim, self.context_dim, z, context, name)
+        check_inputs(type(self).__name__, self.dim, self.context_dim, z, context, name, self.sample_axis)
+
+    def _step(self, z, context):
+        """``(f(z), log|det|)`` for inputs already checked, or ``(f(z), None)`` where the
+        log-determinant is known to be 0: what :class:`Sequential` calls for each part."""
+        if self.volume_preserving:
+            return self._forward(z, context)[0], None
+        return self._forward(z, context)
 
     def extra_repr(self) -> str:
         s = f"dim={self.dim}"
@@ -111,13 +139,17 @@ class Flow(nn.Module):
 
 
 class ParameterSource(nn.Module):
-    """Raw (unconstrained) parameters of a flow, one row per sample.
+    """Raw (unconstrained) parameters of a flow.
 
-    Static (``context_dim=None``): a free vector ``theta`` of ``size`` numbers,
-    broadcast to ``(B, size)``. Amortized: ``theta = W h + c``, a linear map of
-    the context ``h``, as in Rezende & Mohamed (2015, Sec. 4.2) and van den Berg
-    et al. (2018, Sec. 3). Constraints are applied by each flow on top of these
-    raw values, so any real ``theta`` gives a valid flow.
+    Static (``context_dim=None``): a free vector ``theta`` of ``size`` numbers, shared by
+    every sample. Amortized: ``theta = W h + c``, a linear map of the context ``h``, one row
+    per context row, as in Rezende & Mohamed (2015, Sec. 4.2) and van den Berg et al. (2018,
+    Sec. 3). Constraints are applied by each flow on top of these raw values, so any real
+    ``theta`` gives a valid flow.
+
+    ``raw(context)`` gives ``(size,)`` (static) or ``(B, size)`` (amortized): what the flows
+    compute with, broadcast against ``z`` of shape ``(B, D)`` or ``(S, B, D)``. Calling the
+    source, ``source(batch_size, context)``, gives one row per sample, ``(B, size)``.
     """
 
     def __init__(self, size: int, context_dim: int | None = None, init_std: float = 0.01,
@@ -133,6 +165,12 @@ class ParameterSource(nn.Module):
             with torch.no_grad():
                 self.linear.weight.normal_(0.0, init_std)
                 self.linear.bias.copy_(bias)
+
+    def raw(self, context: torch.Tensor | None) -> torch.Tensor:
+        """``theta``: ``(size,)`` for a static source, ``(B, size)`` from a context ``(B, C)``."""
+        if self.linear is None:
+            return self.theta
+        return self.linear(context)
 
     def forward(self, batch_size: int, context: torch.Tensor | None) -> torch.Tensor:
         if self.linear is None:

@@ -27,13 +27,26 @@ def reflect(z: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
 class Householder(Flow):
     """One Householder reflection; static, or with ``v`` amortized from a context."""
 
+    sample_axis = True
+    volume_preserving = True
+
     def __init__(self, dim: int, context_dim: int | None = None, init_std: float = 1.0):
         super().__init__(dim, context_dim)
         self.params = ParameterSource(dim, context_dim, init_std)
 
     def _forward(self, z, context):
-        v = self.params(z.shape[0], context)
-        return reflect(z, v), z.new_zeros(z.shape[0])
+        return Householder._chain([self], z, context)[0], z.new_zeros(z.shape[:-1])
 
     def _inverse(self, z, context):
         return self._forward(z, context)
+
+    @staticmethod
+    def _chain(layers, z, context):
+        """``layers`` (reflections, all static or all amortized) applied in order, each as
+        ``z - (v^T z) (2 v / ||v||^2)``; ``(z, None)``: the log-determinant is 0."""
+        v = torch.stack([f.params.raw(context) for f in layers], dim=-2)  # (K, D) or (B, K, D)
+        c = 2.0 * v / (v * v).sum(-1, keepdim=True).clamp_min(torch.finfo(v.dtype).tiny)
+        for v_k, c_k in zip(v.unbind(-2), c.unbind(-2)):
+            v_z = z @ v_k if context is None else (v_k * z).sum(-1)
+            z = torch.addcmul(z, v_z.unsqueeze(-1), c_k, value=-1.0)
+        return z, None

@@ -28,6 +28,8 @@ __all__ = ["IAF"]
 class IAF(Flow):
     """One gated IAF step; static, or with the MADE also fed a context ``h``."""
 
+    sample_axis = True
+
     def __init__(self, dim: int, context_dim: int | None = None, hidden: int = 64, n_layers: int = 2,
                  forget_bias: float = 1.0, order: torch.Tensor | None = None):
         super().__init__(dim, context_dim)
@@ -36,19 +38,23 @@ class IAF(Flow):
 
     def m_s(self, z, context=None):
         """The MADE outputs ``m`` and ``s`` (``s`` already includes the forget bias)."""
-        m, s = self.made(z, context)
+        self._check_inputs(z, context, "z")
+        return self._m_s(z, context)
+
+    def _m_s(self, z, context):
+        m, s = self.made._outputs(z, context)
         return m, s + self.forget_bias
 
     def _forward(self, z, context):
-        m, s = self.m_s(z, context)
+        m, s = self._m_s(z, context)
         sigma = torch.sigmoid(s)
-        return sigma * z + (1.0 - sigma) * m, F.logsigmoid(s).sum(-1)
+        return torch.lerp(m, z, sigma), F.logsigmoid(s).sum(-1)  # sigma z + (1 - sigma) m
 
     def _inverse(self, y, context):
         # After pass t the variables of degree <= t are exact. The last pass reads only
         # degrees <= D - 1, so its m and s are those at the solution.
         z = y
         for _ in range(self.dim):
-            m, s = self.m_s(z, context)
+            m, s = self._m_s(z, context)
             z = m + (y - m) / torch.sigmoid(s)
         return z, -F.logsigmoid(s).sum(-1)

@@ -39,6 +39,8 @@ class MaskedLinear(nn.Linear):
 class MADE(nn.Module):
     """Autoregressive network ``z, h -> (m, s)``: each of ``n_outputs`` outputs has shape
     ``(B, dim)`` and its entry ``j`` depends on ``z_i`` only for ``order[i] < order[j]``.
+    ``z`` may also be ``(S, B, dim)`` with ``h`` of shape ``(B, C)``: the context's layer is
+    then computed once per row of ``h`` and shared by the ``S`` samples.
 
     ``order`` is a permutation of ``1..dim`` giving each coordinate's degree
     (default: the natural order ``1, 2, ..., dim``).
@@ -86,12 +88,17 @@ class MADE(nn.Module):
         self.context_layer = None if context_dim is None else nn.Linear(context_dim, hidden)
 
     def forward(self, z: torch.Tensor, context: torch.Tensor | None = None):
-        check_inputs("MADE", self.dim, self.context_dim, z, context)
+        check_inputs("MADE", self.dim, self.context_dim, z, context, sample_axis=True)
+        return self._outputs(z, context)
+
+    def _outputs(self, z, context):
         x = self.hidden_layers[0](z)
         if self.context_layer is not None:
             x = x + self.context_layer(context)
-        x = F.elu(x)
+        # in place: the pre-activations are fresh tensors that nothing else needs, and ELU's
+        # backward then reads its output (exp(x) = elu(x) + 1 for x <= 0) instead of recomputing exp
+        x = F.elu(x, inplace=True)
         for layer in self.hidden_layers[1:]:
-            x = F.elu(layer(x))
+            x = F.elu(layer(x), inplace=True)
         out = self.output_layer(x)
-        return tuple(out.view(z.shape[0], self.n_outputs, self.dim).unbind(1))
+        return out.unflatten(-1, (self.n_outputs, self.dim)).unbind(-2)

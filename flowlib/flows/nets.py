@@ -35,5 +35,5 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.net is None:
-            return self.constant.expand(x.shape[0], self.out_features)
+            return self.constant.expand(*x.shape[:-1], self.out_features)
         return self.net(x)

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Flow, ParameterSource, check_size
+from .base import Flow, ParameterSource, check_inputs, check_size
 
 __all__ = ["PCPMap"]
 
@@ -53,9 +53,14 @@ class PCPMap(Flow):
       with ``sigma = softplus`` and ``W^(z)+ = softplus(W_raw) >= 0`` (this keeps ``g`` convex);
     * ``g = w^+ . (rho_L * z_{L-1}) + a . (gamma_L * z)`` (a term in ``c`` alone would not change ``T``).
 
+    ``forward``, ``potential``, ``gradient`` and ``hessian`` also take ``z`` of shape ``(S, B, dim)``
+    with a context of shape ``(B, C)``: the context path and the gates are computed once per row.
+
     Args: ``dim``; ``context_dim`` (None: static); ``hidden`` (H, convex-path width);
     ``n_layers`` (L); ``context_hidden`` (context-path width, default H).
     """
+
+    sample_axis = True
 
     def __init__(self, dim: int, context_dim: int | None = None, *, hidden: int = 64,
                  n_layers: int = 2, context_hidden: int | None = None):
@@ -93,22 +98,22 @@ class PCPMap(Flow):
 
     def _evaluate(self, z: torch.Tensor, context: torch.Tensor | None, order: int):
         """``(G,)``, ``(G, grad G)`` or ``(G, grad G, Hess G)`` for ``order`` 0, 1, 2."""
-        B, L = z.shape[0], self.n_layers
-        u, h = context, None
+        L = self.n_layers
+        u, h = context, None  # parameters from the context path: (B, .) amortized, (.,) static
         pre, gam, rho, Wp = [], [], [], []
         for k in range(L):
-            gam.append(self.gamma[k](B, u))
-            p = F.linear(z * gam[k], self.A[k]) + self.bias[k](B, u)
+            gam.append(self.gamma[k].raw(u))
+            p = F.linear(z * gam[k], self.A[k]) + self.bias[k].raw(u)
             if k > 0:
-                rho.append(F.softplus(self.rho[k - 1](B, u)))
+                rho.append(F.softplus(self.rho[k - 1].raw(u)))
                 Wp.append(F.softplus(self.W_raw[k - 1]))
                 p = p + F.linear(h * rho[-1], Wp[-1])
             pre.append(p)
             h = _sigma(p)
             if self.ctx is not None:
                 u = F.softplus(self.ctx[k](u))
-        gam.append(self.gamma[L](B, u))
-        rho.append(F.softplus(self.rho[L - 1](B, u)))  # rho[k - 1] is rho_k, Wp[k - 1] is W^(z)+_k
+        gam.append(self.gamma[L].raw(u))
+        rho.append(F.softplus(self.rho[L - 1].raw(u)))  # rho[k - 1] is rho_k, Wp[k - 1] is W^(z)+_k
         w_out = F.softplus(self.w_raw)
         g = (rho[L - 1] * h) @ w_out + (gam[L] * z) @ self.a
         s1, s2 = F.softplus(self.w1), F.softplus(self.w2)
@@ -128,13 +133,13 @@ class PCPMap(Flow):
             return out
         # forward mode: J_k = dpre_k/dz, kept transposed (B, dim, H) so that W^(z)+_k J_{k-1} is
         # one folded matmul; Hess g = sum_k J_k^T diag(D_k) J_k
-        Jt = gam[0][:, :, None] * self.A[0].T
-        hess = (Jt * D[0][:, None, :]) @ Jt.transpose(1, 2)
+        Jt = gam[0][..., :, None] * self.A[0].T
+        hess = (Jt * D[0][..., None, :]) @ Jt.transpose(-1, -2)
         for k in range(1, L):
-            Jt = (Jt * (rho[k - 1] * torch.sigmoid(pre[k - 1]))[:, None, :]) @ Wp[k - 1].T
-            Jt = Jt + gam[k][:, :, None] * self.A[k].T
-            hess = hess + (Jt * D[k][:, None, :]) @ Jt.transpose(1, 2)
-        hess = 0.5 * (hess + hess.transpose(1, 2))
+            Jt = (Jt * (rho[k - 1] * torch.sigmoid(pre[k - 1]))[..., None, :]) @ Wp[k - 1].T
+            Jt = Jt + gam[k][..., :, None] * self.A[k].T
+            hess = hess + (Jt * D[k][..., None, :]) @ Jt.transpose(-1, -2)
+        hess = 0.5 * (hess + hess.transpose(-1, -2))
         eye = torch.eye(self.dim, dtype=z.dtype, device=z.device)
         return out + (s1 * hess + s2 * eye,)
 
@@ -164,9 +169,9 @@ class PCPMap(Flow):
         if not bad.any():
             return 2.0 * piv.log().sum(-1)
         eye = torch.eye(self.dim, dtype=hess.dtype, device=hess.device)
-        ld_chol = 2.0 * torch.linalg.cholesky(torch.where(bad[:, None, None], eye, hess))
+        ld_chol = 2.0 * torch.linalg.cholesky(torch.where(bad[..., None, None], eye, hess))
         ld_chol = ld_chol.diagonal(dim1=-2, dim2=-1).log().sum(-1)
-        ev = torch.linalg.eigvalsh(torch.where(bad[:, None, None], hess, eye))
+        ev = torch.linalg.eigvalsh(torch.where(bad[..., None, None], hess, eye))
         return torch.where(bad, ev.clamp_min(s2).log().sum(-1), ld_chol)
 
     def _forward(self, z, context):
@@ -189,7 +194,7 @@ class PCPMap(Flow):
         for every sample, takes one more full step. A list passed as ``trace`` receives the largest
         residual ``max_b ||T(z_b) - y_b||`` at every iteration. Not differentiable (runs under ``no_grad``).
         """
-        self._check_inputs(y, context, "y")
+        check_inputs("PCPMap", self.dim, self.context_dim, y, context, "y")  # (B, dim) only
         if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 0:
             raise ValueError(f"max_iter must be a non-negative int, got {max_iter!r}")
         eps = torch.finfo(y.dtype).eps
@@ -255,7 +260,7 @@ class PCPMap(Flow):
         per-sample ``residual``. A list passed as ``trace`` receives ``max_b ||T(z_b) - y_b||`` at every
         evaluation. Not differentiable (runs under ``no_grad``).
         """
-        self._check_inputs(y, context, "y")
+        check_inputs("PCPMap", self.dim, self.context_dim, y, context, "y")  # (B, dim) only
         check_size("max_evals", max_evals)
         check_size("history_size", history_size)
         if isinstance(max_restarts, bool) or not isinstance(max_restarts, int) or max_restarts < 0:

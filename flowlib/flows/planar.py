@@ -28,8 +28,20 @@ from .base import Flow, ParameterSource
 __all__ = ["Planar"]
 
 
+def constrain(theta: torch.Tensor, dim: int):
+    """``u_hat``, ``w``, ``b`` and ``w^T u`` from raw parameters ``theta = [u, w, b]`` (last axis,
+    any leading axes): Appendix A.1's ``u_hat``, so that ``w^T u_hat > -1``."""
+    u, w, b = theta[..., :dim], theta[..., dim : 2 * dim], theta[..., -1]
+    wu = (w * u).sum(-1, keepdim=True)
+    w_sq = (w * w).sum(-1, keepdim=True).clamp_min(torch.finfo(w.dtype).tiny)
+    u_hat = u + (F.softplus(-wu) - 1.0) * w / w_sq
+    return u_hat, w, b, wu.squeeze(-1)
+
+
 class Planar(Flow):
     """One planar layer; static, or amortized from a context (eq. 10-12)."""
+
+    sample_axis = True
 
     def __init__(self, dim: int, context_dim: int | None = None, init_std: float = 0.1):
         super().__init__(dim, context_dim)
@@ -38,18 +50,28 @@ class Planar(Flow):
 
     def u_w_b(self, batch_size: int, context=None):
         """The per-sample ``u_hat``, ``w`` and ``b``, each with a leading batch axis."""
-        theta = self.params(batch_size, context)
-        u, w, b = theta[:, : self.dim], theta[:, self.dim : 2 * self.dim], theta[:, -1]
-        wu = (w * u).sum(-1, keepdim=True)
-        w_sq = (w * w).sum(-1, keepdim=True).clamp_min(torch.finfo(w.dtype).tiny)
-        u_hat = u + (F.softplus(-wu) - 1.0) * w / w_sq
-        return u_hat, w, b, wu.squeeze(-1)
+        u_hat, w, b, wu = constrain(self.params.raw(context), self.dim)
+        if context is None:
+            return (u_hat.expand(batch_size, self.dim), w.expand(batch_size, self.dim),
+                    b.expand(batch_size), wu.expand(batch_size))
+        return u_hat, w, b, wu
 
     def _forward(self, z, context):
-        u_hat, w, b, wu = self.u_w_b(z.shape[0], context)
-        a = (w * z).sum(-1) + b
-        t = torch.tanh(a)
-        z_out = z + u_hat * t.unsqueeze(-1)
+        return Planar._chain([self], z, context)
+
+    @staticmethod
+    def _chain(layers, z, context):
+        """``layers`` (planar, all static or all amortized) applied in order: their parameters
+        are constrained together, then each layer is eq. 10, and the log-determinants (eq. 12)
+        are evaluated together from the saved ``tanh(a)``."""
+        theta = torch.stack([f.params.raw(context) for f in layers], dim=-2)  # (K, P) or (B, K, P)
+        u_hat, w, b, wu = constrain(theta, layers[0].dim)
+        ts = []
+        for u_k, w_k, b_k in zip(u_hat.unbind(-2), w.unbind(-2), b.unbind(-1)):
+            a = (z @ w_k if context is None else (w_k * z).sum(-1)) + b_k
+            t = torch.tanh(a)
+            z = torch.addcmul(z, t.unsqueeze(-1), u_k)  # z + u_hat h(w^T z + b)
+            ts.append(t)
+        t = torch.stack(ts, dim=-1)  # (..., B, K)
         t_sq = t * t
-        logdet = torch.log(t_sq + (1.0 - t_sq) * F.softplus(wu))
-        return z_out, logdet
+        return z, torch.log(torch.addcmul(t_sq, 1.0 - t_sq, F.softplus(wu))).sum(-1)

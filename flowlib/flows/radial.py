@@ -30,17 +30,24 @@ __all__ = ["Radial"]
 class Radial(Flow):
     """One radial layer; static, or amortized from a context (eq. 14)."""
 
+    sample_axis = True
+
     def __init__(self, dim: int, context_dim: int | None = None, init_std: float = 0.1):
         super().__init__(dim, context_dim)
         # raw parameters, one row per sample: [z0 (dim), alpha' (1), beta' (1)]
         self.params = ParameterSource(dim + 2, context_dim, init_std)
 
+    def _z0_alpha_s(self, context):
+        """``z0`` (``(D,)`` static, ``(B, D)`` amortized), ``alpha > 0`` and ``s = beta + alpha > 0``."""
+        theta = self.params.raw(context)
+        alpha, s = F.softplus(theta[..., self.dim :]).unbind(-1)
+        return theta[..., : self.dim], alpha, s
+
     def z0_alpha_s(self, batch_size: int, context=None):
         """Per-sample centre ``z0`` (B, D), ``alpha > 0`` and ``s = beta + alpha > 0`` (B,)."""
-        theta = self.params(batch_size, context)
-        z0 = theta[:, : self.dim]
-        alpha = F.softplus(theta[:, self.dim])
-        s = F.softplus(theta[:, self.dim + 1])
+        z0, alpha, s = self._z0_alpha_s(context)
+        if context is None:
+            return z0.expand(batch_size, self.dim), alpha.expand(batch_size), s.expand(batch_size)
         return z0, alpha, s
 
     def _log_factors(self, r, alpha, s):
@@ -49,14 +56,30 @@ class Radial(Flow):
         return (self.dim - 1) * log_1 + log_2
 
     def _forward(self, z, context):
-        z0, alpha, s = self.z0_alpha_s(z.shape[0], context)
-        diff = z - z0
-        r = torch.linalg.vector_norm(diff, dim=-1)
-        scale = (r + s) / (alpha + r)  # 1 + beta h
-        return z0 + scale.unsqueeze(-1) * diff, self._log_factors(r, alpha, s)
+        return Radial._chain([self], z, context)
+
+    @staticmethod
+    def _chain(layers, z, context):
+        """``layers`` (radial, all static or all amortized) applied in order (eq. 14), their
+        parameters constrained together and their log-determinants summed together."""
+        dim = layers[0].dim
+        theta = torch.stack([f.params.raw(context) for f in layers], dim=-2)  # (K, D + 2) or (B, K, D + 2)
+        alpha, s = F.softplus(theta[..., dim:]).unbind(-1)
+        radii, scales = [], []
+        for z0_k, alpha_k, s_k in zip(theta[..., :dim].unbind(-2), alpha.unbind(-1), s.unbind(-1)):
+            diff = z - z0_k
+            r = torch.linalg.vector_norm(diff, dim=-1)
+            scale = (r + s_k) / (alpha_k + r)  # 1 + beta h
+            z = torch.addcmul(z0_k, scale.unsqueeze(-1), diff)
+            radii.append(r)
+            scales.append(scale)
+        r, scale = torch.stack(radii, dim=-1), torch.stack(scales, dim=-1)  # (..., B, K)
+        # (D - 1) log(1 + beta h) + log(r^2 + 2 alpha r + alpha s) - 2 log(alpha + r)
+        log_2 = torch.log(r * (r + 2.0 * alpha) + alpha * s) - 2.0 * torch.log(alpha + r)
+        return z, ((dim - 1) * torch.log(scale) + log_2).sum(-1)
 
     def _inverse(self, y, context):
-        z0, alpha, s = self.z0_alpha_s(y.shape[0], context)
+        z0, alpha, s = self._z0_alpha_s(context)
         diff_y = y - z0
         r_y = torch.linalg.vector_norm(diff_y, dim=-1)
         # r_y (alpha + r) = r (r + s)  <=>  r^2 + p r - r_y alpha = 0 with p = s - r_y;

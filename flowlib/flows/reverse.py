@@ -12,11 +12,14 @@ class Reverse(Flow):
     """``z -> z[:, ::-1]``; its own inverse. It has no parameters; built with
     ``context_dim`` it takes (and ignores) a context, like the amortized flows beside it."""
 
+    sample_axis = True
+    volume_preserving = True
+
     def __init__(self, dim: int, context_dim: int | None = None):
         super().__init__(dim, context_dim)
 
     def _forward(self, z, context):
-        return z.flip(-1), z.new_zeros(z.shape[0])
+        return z.flip(-1), z.new_zeros(z.shape[:-1])
 
     def _inverse(self, z, context):
         return self._forward(z, context)

@@ -79,6 +79,8 @@ class Sylvester(Flow):
     ``n_reflections`` (householder only) the number of reflections, default ``dim``.
     """
 
+    sample_axis = True
+
     def __init__(self, dim: int, context_dim: int | None = None, variant: str = "orthogonal",
                  M: int | None = None, n_reflections: int | None = None, permute: bool = False,
                  init_std: float = 0.1):
@@ -101,63 +103,81 @@ class Sylvester(Flow):
         triu = torch.ones(M, M).triu(1)
         self.register_buffer("strict_upper", triu)
 
+    def _R_Rt_b(self, context):
+        """``R``, ``R~`` (``(M, M)`` static, ``(B, M, M)`` amortized) with ``tanh`` diagonals, ``b``
+        and the raw diagonals ``(x, y)`` (``(M,)`` or ``(B, M)``)."""
+        M = self.M
+        theta = self.params.raw(context)
+        both = theta[..., : 2 * M * M].unflatten(-1, (2, M, M))  # [R_raw, R~_raw]
+        xy = both.diagonal(dim1=-2, dim2=-1)
+        R, Rt = (both * self.strict_upper + torch.diag_embed(torch.tanh(xy))).unbind(-3)
+        x, y = xy.unbind(-2)
+        return R, Rt, theta[..., 2 * M * M :], x, y
+
     def R_Rt_b(self, batch_size: int, context=None):
         """Per-sample ``R``, ``R~`` (B, M, M) with ``tanh`` diagonals, ``b`` (B, M), and the raw
         diagonals ``(x, y)`` with ``R_ii = tanh(x_i)``, ``R~_ii = tanh(y_i)``."""
-        M = self.M
-        theta = self.params(batch_size, context)
-        R_raw = theta[:, : M * M].reshape(-1, M, M)
-        Rt_raw = theta[:, M * M : 2 * M * M].reshape(-1, M, M)
-        b = theta[:, 2 * M * M :]
-        x, y = R_raw.diagonal(dim1=-2, dim2=-1), Rt_raw.diagonal(dim1=-2, dim2=-1)
-        R = R_raw * self.strict_upper + torch.diag_embed(torch.tanh(x))
-        Rt = Rt_raw * self.strict_upper + torch.diag_embed(torch.tanh(y))
-        return R, Rt, b, x, y
+        out = self._R_Rt_b(context)
+        if context is None:
+            out = tuple(t.expand(batch_size, *t.shape) for t in out)
+        return out
 
     def Q(self, context: torch.Tensor | None = None) -> torch.Tensor:
         """The matrix ``Q``, (1, D, M) for a static flow or (B, D, M) per context row: for
         inspection and checks (the forward pass applies the implicit ones without forming them)."""
-        n = 1 if context is None else context.shape[0]
         if self.variant == "orthogonal":
-            return self._orthogonal_Q(n, context)
-        eye = self.strict_upper.new_ones(self.dim).diag().expand(n, self.dim, self.dim)
-        return self._apply_Q(eye, self._reflection_vectors(n, context)).transpose(-1, -2)
+            Q = self._orthogonal_Q(context)
+            return Q if context is not None else Q.unsqueeze(0)
+        n = 1 if context is None else context.shape[0]
+        # Q e_j for every basis vector e_j, the basis taken as a sample axis: (D, n, D) -> (n, D, D)
+        eye = self.strict_upper.new_ones(self.dim).diag().unsqueeze(1).expand(self.dim, n, self.dim)
+        return self._apply_Q(eye, self._reflection_vectors(context)).permute(1, 2, 0)
 
-    def _orthogonal_Q(self, batch_size, context):
-        n = 1 if context is None else batch_size  # a static Q is orthogonalized once, not per sample
-        return orthogonalize(self.q_params(n, context).reshape(n, self.dim, self.M))
+    def _orthogonal_Q(self, context):
+        """``Q``: (D, M) for a static flow, orthogonalized once, or (B, D, M) per context row."""
+        theta = self.q_params.raw(context)
+        return orthogonalize(theta.unflatten(-1, (self.dim, self.M)))
 
-    def _reflection_vectors(self, batch_size, context):
+    def _reflection_vectors(self, context):
         if self.variant != "householder":
             return None
-        n = 1 if context is None else batch_size
-        return self.q_params(n, context).reshape(n, self.n_reflections, self.dim)
+        return self.q_params.raw(context).unflatten(-1, (self.n_reflections, self.dim))
 
     def _apply_Q(self, v, vs, transpose=False):
-        """``Q v`` (or ``Q^T v``) for rows ``v`` (B, D) or (B, K, D), ``Q`` implicit."""
+        """``Q v`` (or ``Q^T v``) for rows ``v`` (B, D) or (S, B, D), ``Q`` implicit in the
+        reflection vectors ``vs`` ((n, D) static, (B, n, D) per context row)."""
         if self.variant == "triangular":
             return v.flip(-1) if self.permute else v
         order = range(self.n_reflections) if transpose else reversed(range(self.n_reflections))
         for k in order:  # Q v = H_1 (H_2 (... H_n v)),  Q^T v = H_n (... H_1 v)
-            v = reflect(v, vs[:, k] if v.dim() == 2 else vs[:, k, None, :])
+            v = reflect(v, vs[..., k, :])
         return v
 
     def _forward(self, z, context):
-        B = z.shape[0]
-        R, Rt, b, x, y = self.R_Rt_b(B, context)
+        R, Rt, b, x, y = self._R_Rt_b(context)
         if self.variant == "orthogonal":
-            Q = self._orthogonal_Q(B, context)
-            Qt_z = (z.unsqueeze(-2) @ Q).squeeze(-2)
+            Q = self._orthogonal_Q(context)
+            Qt_z = _rows_times(z, Q)
         else:
-            vs = self._reflection_vectors(B, context)
+            vs = self._reflection_vectors(context)
             Qt_z = self._apply_Q(z, vs, transpose=True)
-        a = (Rt @ Qt_z.unsqueeze(-1)).squeeze(-1) + b
+        a = _rows_times(Qt_z, Rt.transpose(-1, -2)) + b  # R~ Q^T z + b, as rows
         t = torch.tanh(a)
-        R_h = (R @ t.unsqueeze(-1)).squeeze(-1)
+        R_h = _rows_times(t, R.transpose(-1, -2))
         if self.variant == "orthogonal":
-            z_out = z + (Q @ R_h.unsqueeze(-1)).squeeze(-1)
+            z_out = z + _rows_times(R_h, Q.transpose(-1, -2))
         else:
             z_out = z + self._apply_Q(R_h, vs)
         t_sq = t * t
         factor = t_sq + (1.0 - t_sq) * torch.exp(_log1p_tanh_product(x, y))
         return z_out, torch.log(factor).sum(-1)
+
+
+def _rows_times(v: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
+    """``v A`` for rows ``v`` of shape (B, n) or (S, B, n) and ``A`` shared, (n, m), or one per
+    context row, (B, n, m); (S, B, n) samples of row ``b`` all use ``A[b]``."""
+    if A.dim() == 2:
+        return v @ A
+    if v.dim() == 2:
+        return (v.unsqueeze(-2) @ A).squeeze(-2)
+    return (v.transpose(0, 1) @ A).transpose(0, 1)  # (B, S, n) @ (B, n, m): one product per row
