@@ -54,6 +54,6 @@ def check_gap(neg_elbo: float, nll: float, gap) -> None:
     if not isinstance(gap, (int, float)) or isinstance(gap, bool):
         raise ExerciseError(f"expected the gap as a number of nats, got {type(gap).__name__}")
     if math.isclose(gap, nll - neg_elbo, abs_tol=1e-9) and gap < 0:
-        raise ExerciseError("your gap is negative: the ELBO is a lower bound on log p(x), so -ELBO >= NLL; "
-                            "subtract the NLL from the -ELBO")
+        raise ExerciseError("your gap is negative: the ELBO is a lower bound on log p(x), so in expectation "
+                            "-ELBO >= NLL; subtract the NLL from the -ELBO")
     check_close("the ELBO gap (nats)", float(gap), neg_elbo - nll, atol=1e-6)
