@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from . import data as datasets
 from .checkpoint import atomic_save, atomic_write_json, load_checkpoint
 from .posteriors import build_flow
+from .provenance import git_commit
 from .seeding import seed_everything
 from .vae import VAE
 
@@ -145,6 +146,9 @@ def train(config: dict, progress: bool = True) -> dict:
         start, step, stale = state["epoch"], state["step"], state["stale"]
         previous = json.loads((out / "metrics.json").read_text())
         metrics.update({k: previous[k] for k in ("epochs", "best_epoch", "best_valid_elbo")})
+        metrics["code"] = previous.get("code", [])
+    # The code that trained each stretch of epochs (a resumed run may continue under a later commit).
+    metrics.setdefault("code", []).append({"from_epoch": start + 1, "git_commit": git_commit()})
 
     for epoch in range(start, config["epochs"]):
         model.train()
@@ -319,6 +323,7 @@ def evaluate(
         test_nll_examples=len(x),
         test_nll_subset=subset,
         test_neg_elbo_same_images=-same_images["elbo"],
+        test_nll_git_commit=git_commit(),
     )
     atomic_write_json(metrics, run_dir / "metrics.json")
     partial.unlink(missing_ok=True)

@@ -98,4 +98,10 @@ def test_evaluation_saves_per_image_values_and_resumes_to_the_same_numbers(tmp_p
     assert resumed["test_nll"] == straight["test_nll"]
     assert np.array_equal(np.load(run / train_module.PER_IMAGE_FILE)["log_px"], first["log_px"])
     assert not list(run.glob(".*partial.npz"))
-    assert json.loads((run / "metrics.json").read_text())["test_nll_examples"] == 60
+    saved = json.loads((run / "metrics.json").read_text())
+    assert saved["test_nll_examples"] == 60
+    # the code that trained and the code that evaluated are both recorded
+    from flowlib.provenance import git_commit
+
+    assert saved["code"] == [{"from_epoch": 1, "git_commit": git_commit()}]
+    assert saved["test_nll_git_commit"] == git_commit()
