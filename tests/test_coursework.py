@@ -223,3 +223,57 @@ def test_every_chapter_has_graded_tests_for_every_coded_exercise():
         module, _ = grading.load_graded(path.stem)
         assert {e.id for e in module.EXERCISES} == coded, path.name
     assert not unmarked, f"chapters without metadata.coursework.chapter: {unmarked}"
+
+
+# ------------------------------------------------------------------ the book's own chapters
+
+CHAPTERS = sorted((pathlib.Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
+
+
+def _solution_lines(source: str) -> list[str]:
+    """The non-trivial lines inside the solution regions of a cell."""
+    lines, inside = [], False
+    for line in source.splitlines():
+        if "BEGIN SOLUTION" in line:
+            inside = True
+        elif "END SOLUTION" in line:
+            inside = False
+        elif inside and len(line.strip()) > 12:
+            lines.append(line.strip())
+    return lines
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=[p.stem for p in CHAPTERS])
+def test_the_student_edition_of_each_chapter_leaks_no_solution(path):
+    nb = nbformat.read(path, as_version=4)
+    student = student_notebook(nb)
+    code = "\n".join(c.source for c in student.cells if c.cell_type == "code")
+    markdown = "\n".join(c.source for c in student.cells if c.cell_type == "markdown")
+    assert "BEGIN SOLUTION" not in code and "END SOLUTION" not in code
+    assert "{solution}" not in markdown
+    assert not any("solution" in c.metadata.get("tags", []) for c in student.cells)
+    assert all(not c.get("outputs") for c in student.cells if c.cell_type == "code")
+    # A line of a solution region that the student edition still has, and that the chapter does not
+    # show anyway outside every solution (e.g. `h = 1 / (alpha + r)` in the chapter's own code).
+    public = {line.strip() for c in nb.cells if c.cell_type == "code"
+              and "solution" not in c.metadata.get("tags", [])
+              for line in stub_solutions(c.source, "").splitlines()}
+    student_lines = {line.strip() for line in code.splitlines()}
+    leaked = [line for c in nb.cells if c.cell_type == "code" for line in _solution_lines(c.source)
+              if line in student_lines and line not in public]
+    assert not leaked, f"{path.name}: solution lines in the student edition: {leaked[:3]}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", CHAPTERS, ids=[p.stem for p in CHAPTERS])
+def test_grading_gives_the_instructor_notebook_full_marks_and_the_handout_zero(path, tmp_path):
+    """The instructor notebook earns every point; the untouched student notebook earns none, and in
+    it only the exercise cells fail, with the stub's NotImplementedError."""
+    full = grading.grade(path)
+    assert full["max_total"] > 0 and full["total"] == full["max_total"], full
+    handout = tmp_path / path.name
+    nbformat.write(student_notebook(nbformat.read(path, as_version=4)), handout)
+    zero = grading.grade(handout)
+    assert zero["total"] == 0 and zero["max_total"] == full["max_total"]
+    assert all("not attempted" in e["feedback"] for e in zero["exercises"]), zero["exercises"]
+    assert all("(exercise " in n and "raised NotImplementedError" in n for n in zero["notes"]), zero["notes"]
