@@ -194,3 +194,83 @@ def test_reparameterize(capsys):
     rejects(check, lambda mu, lv, eps: torch.exp(0.5 * lv) * eps, "add the mean")
     rejects(check, lambda mu, lv, eps: (mu + torch.exp(0.5 * lv) * eps).detach(), "no gradient flows")
     rejects(check, lambda mu, lv, eps: mu.detach() + torch.exp(0.5 * lv) * eps, "gradients are not")
+
+
+def _iwae(log_joint, mu, log_sigma, K, n):
+    z = mu + log_sigma.exp() * torch.randn(n, K, mu.shape[-1], dtype=mu.dtype)
+    log_q = torch.distributions.Normal(mu, log_sigma.exp()).log_prob(z).sum(-1)
+    return torch.logsumexp(log_joint(z) - log_q, 1) - math.log(K)
+
+
+def test_iwae_bound(capsys):
+    from flowlib.exercises import elbo
+
+    check = elbo.check_iwae_bound
+    check(_iwae)
+    assert "Correct: estimates of L_K: L_1 is the ELBO" in capsys.readouterr().out
+    rejects(check, lambda *a: _iwae(*a) + math.log(a[3]), "subtract log K")
+
+    def mean_log_weight(log_joint, mu, log_sigma, K, n):
+        z = mu + log_sigma.exp() * torch.randn(n, K, mu.shape[-1], dtype=mu.dtype)
+        return (log_joint(z) - torch.distributions.Normal(mu, log_sigma.exp()).log_prob(z).sum(-1)).mean(1)
+
+    rejects(check, mean_log_weight, "average the log-weights")
+
+    def naive(log_joint, mu, log_sigma, K, n):
+        return _iwae(log_joint, mu, log_sigma, K, n).exp().log()  # exp underflows at log p(x) = -1000
+
+    rejects(check, naive, "log-sum-exp")
+
+    def wrong_sigma(log_joint, mu, log_sigma, K, n):
+        return _iwae(log_joint, mu, 2 * log_sigma, K, n)  # samples and log q from N(mu, sigma^4)
+
+    rejects(check, wrong_sigma, "how you draw z")
+    rejects(check, lambda lj, mu, ls, K, n: _iwae(lj, mu, ls, K, n)[None].expand(K, n).mean(1),
+            "shape (K,)")
+
+
+def test_moment_match():
+    from flowlib.exercises import elbo
+
+    def right(points, log_p, cell_area):
+        mass = log_p.exp() * cell_area
+        mean = mass @ points
+        return mean, mass @ (points - mean) ** 2
+
+    elbo.check_moment_match(right)
+    rejects(elbo.check_moment_match, lambda P, L, a: (right(P, L, a)[0], (L.exp() * a) @ P**2),
+            "second moment")
+    rejects(elbo.check_moment_match, lambda P, L, a: (right(P, L, a)[0], right(P, L, a)[1].sqrt()),
+            "standard deviations")
+    rejects(elbo.check_moment_match, lambda P, L, a: right(P, L, 1.0), "cell area")
+    rejects(elbo.check_moment_match, lambda P, L, a: right(P, L, a)[0], "return a pair")
+
+
+def test_sherman_morrison():
+    def right(A_inv, u, v):
+        return A_inv - torch.outer(A_inv @ u, v @ A_inv) / (1 + v @ A_inv @ u)
+
+    mdl.check_sherman_morrison(right)
+    rejects(mdl.check_sherman_morrison, lambda A, u, v: 2 * A - right(A, u, v), "SUBTRACTED")
+    rejects(mdl.check_sherman_morrison, lambda A, u, v: A - torch.outer(A @ u, v @ A) / (v @ A @ u), "The 1")
+    rejects(mdl.check_sherman_morrison, lambda A, u, v: A - torch.outer(A @ u, A @ v) / (1 + v @ A @ u),
+            "row vector")
+    rejects(mdl.check_sherman_morrison, lambda A, u, v: right(A, v, u), "swapped")
+
+
+def test_checks_let_the_student_editions_stub_through():
+    """In the student edition an answer not yet written raises NotImplementedError from its stub: the
+    check cell must fail with that error (the edition's execution accepts it), not report a bug."""
+    from flowlib.exercises import elbo
+
+    def stub(*args):
+        raise NotImplementedError("Exercise x: replace this line with your solution")
+
+    checks = [elbo.check_gaussian_kl, elbo.check_reparameterize, elbo.check_iwae_bound,
+              elbo.check_moment_match, cov.check_logit_normal, cov.check_square_of_normal,
+              cov.check_banana_density,
+              mdl.check_rank_one_logdet, mdl.check_low_rank_logdet, mdl.check_sherman_morrison]
+    for check in checks:
+        with pytest.raises(NotImplementedError, match="Exercise x"):
+            check(stub)
+    rejects(mdl.check_rank_one_logdet, lambda u, v: 1 / 0, "ZeroDivisionError")  # other errors: feedback

@@ -16,7 +16,8 @@ import math
 import torch
 
 from ..widgets.change_of_variables import get_map, log_density
-from ._mistakes import call_reader, check_with_mistakes
+from ._answers import call_answer
+from ._mistakes import check_with_mistakes
 
 __all__ = ["check_logit_normal", "check_square_of_normal", "check_banana_density"]
 
@@ -37,7 +38,7 @@ def check_logit_normal(log_density_y) -> None:
     at a tensor ``y`` of points in ``(0, 1)``."""
     what = "log-density of Y = sigmoid(X)"
     y = torch.linspace(0.02, 0.98, 49, dtype=torch.float64)
-    got = call_reader(what, log_density_y, y.clone())
+    got = call_answer(what, log_density_y, y.clone())
     expected = logit_normal_log_density(y)
     jacobian = -torch.log(y * (1 - y))  # log|d logit(y) / dy|
     check_with_mistakes(what, got, expected, {
@@ -59,7 +60,7 @@ def check_square_of_normal(log_density_y) -> None:
     """Check ``log_density_y(y)``: the log-density of ``Y = X^2``, ``X ~ N(0, 1)``, at ``y > 0``."""
     what = "log-density of Y = X^2"
     y = torch.linspace(0.05, 6.0, 60, dtype=torch.float64)
-    got = call_reader(what, log_density_y, y.clone())
+    got = call_answer(what, log_density_y, y.clone())
     expected = square_of_normal_log_density(y)
     check_with_mistakes(what, got, expected, {
         "You count one preimage only: y = x^2 has two, x = +sqrt(y) and x = -sqrt(y), and the density "
@@ -79,7 +80,7 @@ def check_banana_density(log_density_y, strength: float = 1.0) -> None:
     what = f"log-density of the banana map with s = {strength}"
     f = get_map("banana", strength)
     y = torch.randn(64, 2, generator=torch.Generator().manual_seed(7), dtype=torch.float64) * 1.5
-    got = call_reader(what, log_density_y, y.clone())
+    got = call_answer(what, log_density_y, y.clone())
     expected = log_density(f, y)
     log_det_inv = -0.4 * strength * y[:, 0]
     check_with_mistakes(what, got, expected, {

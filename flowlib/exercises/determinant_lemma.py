@@ -2,6 +2,7 @@
 
     det(I + u v^T) = 1 + v^T u                     (rank one, O(D))
     det(I_D + U V^T) = det(I_M + V^T U)            (rank M, O(D M^2 + M^3))
+    (A + u v^T)^{-1} = A^{-1} - A^{-1} u v^T A^{-1} / (1 + v^T A^{-1} u)   (Sherman-Morrison, O(D^2))
 
 Each check calls the reader's function in float64 on fixed random inputs, some of which
 make the determinant negative, and names the usual mistakes when it recognises one.
@@ -11,10 +12,11 @@ from __future__ import annotations
 
 import torch
 
-from ._mistakes import call_reader, check_with_mistakes
+from ._answers import call_answer
+from ._mistakes import check_with_mistakes
 from .feedback import ExerciseError
 
-__all__ = ["check_rank_one_logdet", "check_low_rank_logdet"]
+__all__ = ["check_rank_one_logdet", "check_low_rank_logdet", "check_sherman_morrison"]
 
 
 def _inputs(B: int, D: int, M: int | None, seed: int, scale: float):
@@ -29,7 +31,7 @@ def check_rank_one_logdet(logdet_fn) -> None:
     ``(B, D)``, returned with shape ``(B,)``, without forming a ``D x D`` matrix."""
     what = "log|det(I + u v^T)|"
     u, v = _inputs(32, 7, None, seed=11, scale=0.8)
-    got = call_reader(what, logdet_fn, u.clone(), v.clone())
+    got = call_answer(what, logdet_fn, u.clone(), v.clone())
     vu = (v * u).sum(-1)
     expected = torch.log(torch.abs(1 + vu))
     negative = 1 + vu < 0
@@ -52,7 +54,7 @@ def check_low_rank_logdet(logdet_fn) -> None:
     returned with shape ``(B,)``, computed from an ``M x M`` determinant."""
     what = "log|det(I_D + U V^T)|"
     U, V = _inputs(16, 9, 3, seed=12, scale=0.6)
-    got = call_reader(what, logdet_fn, U.clone(), V.clone())
+    got = call_answer(what, logdet_fn, U.clone(), V.clone())
     I_M = torch.eye(3, dtype=torch.float64)
     small = I_M + V.transpose(-1, -2) @ U
     expected = torch.linalg.slogdet(small).logabsdet
@@ -64,3 +66,26 @@ def check_low_rank_logdet(logdet_fn) -> None:
         "You used the trace, log|1 + tr(V^T U)|: that is the rank-one formula, exact only for M = 1.":
             torch.log(torch.abs(1 + torch.diagonal(V.transpose(-1, -2) @ U, dim1=-2, dim2=-1).sum(-1))),
     }, hint="det(I_D + U V^T) = det(I_M + V^T U): form the M x M matrix V^T U (V.transpose(-1, -2) @ U)")
+
+
+def check_sherman_morrison(inverse_fn) -> None:
+    """Check ``inverse_fn(A_inv, u, v)``: ``(A + u v^T)^{-1}`` by the Sherman-Morrison formula, given
+    ``A^{-1}`` of shape ``(D, D)`` and ``u``, ``v`` of shape ``(D,)``, in ``O(D^2)`` operations."""
+    what = "(A + u v^T)^{-1}"
+    g = torch.Generator().manual_seed(13)
+    D = 6
+    A = torch.randn(D, D, generator=g, dtype=torch.float64) + 3 * torch.eye(D, dtype=torch.float64)
+    u, v = (torch.randn(D, generator=g, dtype=torch.float64) for _ in range(2))
+    A_inv = torch.linalg.inv(A)
+    got = call_answer(what, inverse_fn, A_inv.clone(), u.clone(), v.clone())
+    expected = torch.linalg.inv(A + torch.outer(u, v))
+    Au, vA, denominator = A_inv @ u, v @ A_inv, 1 + v @ A_inv @ u
+    check_with_mistakes(what, got, expected, {
+        "The correction must be SUBTRACTED from A^{-1}: (A + u v^T)^{-1} = A^{-1} - A^{-1} u v^T A^{-1} / "
+        "(1 + v^T A^{-1} u).": A_inv + torch.outer(Au, vA) / denominator,
+        "The 1 is missing from the denominator 1 + v^T A^{-1} u.":
+            A_inv - torch.outer(Au, vA) / (denominator - 1),
+        "The right factor is v^T A^{-1}, a row vector (v @ A_inv), not (A^{-1} v)^T: they differ when A is "
+        "not symmetric.": A_inv - torch.outer(Au, A_inv @ v) / denominator,
+        "u and v are swapped: that is the inverse of A + v u^T.": torch.linalg.inv(A + torch.outer(v, u)),
+    }, atol=1e-9, rtol=1e-7, hint="A_inv - torch.outer(A_inv @ u, v @ A_inv) / (1 + v @ A_inv @ u)")
