@@ -6,7 +6,12 @@ import pytest
 import torch
 
 from flowlib.exercises import ExerciseError
-from flowlib.exercises.mnist import check_gap, check_importance_estimate
+from flowlib.exercises.mnist import (
+    check_cost_ranking,
+    check_gap,
+    check_importance_estimate,
+    check_inference_gap,
+)
 
 
 def test_the_logsumexp_answer_passes(capsys):
@@ -35,3 +40,46 @@ def test_gap_check():
         check_gap(93.5, 88.2, -5.3)
     with pytest.raises(ExerciseError, match="off"):
         check_gap(93.5, 88.2, 4.0)
+
+
+def _entry(row, nll, same, full):
+    return {"row": row, "test_nll": nll, "test_neg_elbo_same_images": same, "test_neg_elbo": full}
+
+
+def test_inference_gap_check_names_the_typical_mistakes(capsys):
+    check_inference_gap(lambda e: e["test_neg_elbo_same_images"] - e["test_nll"])
+    assert "Correct" in capsys.readouterr().out
+    for wrong, message in [
+        (lambda e: e["test_nll"] - e["test_neg_elbo_same_images"], "sign is flipped"),
+        (lambda e: e["test_neg_elbo"] - e["test_nll"], "whole test set"),
+        (lambda e: abs(e["test_neg_elbo_same_images"] - e["test_nll"]), "do not take abs"),
+        (lambda e: max(0.0, e["test_neg_elbo_same_images"] - e["test_nll"]), "clip it at 0"),
+        (lambda e: "5 nats", "expected a number"),
+        (lambda e: e["missing"], "raised KeyError"),
+    ]:
+        with pytest.raises(ExerciseError, match=message):
+            check_inference_gap(wrong)
+
+
+def _rank(summary, cost, key=3, minus=1.0, with_none=False):
+    base = next(e for e in summary if e["row"] == "none")["test_nll"]
+    out = [(e["row"], base - e["test_nll"], cost["rows"][e["row"]]["ratio"] - minus,
+            (base - e["test_nll"]) / max(cost["rows"][e["row"]]["ratio"] - minus, 1e-3))
+           for e in summary if e["row"] != "none" or with_none]
+    return sorted(out, key=lambda t: t[key], reverse=True)
+
+
+def test_cost_ranking_check_names_the_typical_mistakes(capsys):
+    check_cost_ranking(_rank)
+    assert "Correct" in capsys.readouterr().out
+    for wrong, message in [
+        (lambda s, c: _rank(s, c, key=1), "sorted by the gain"),
+        (lambda s, c: _rank(s, c)[::-1], "largest first"),
+        (lambda s, c: _rank(s, c, minus=0.0), "not the ratio"),
+        (lambda s, c: _rank(s, c, with_none=True), "leave it out"),
+        (lambda s, c: [(r, -g, x, -p) for r, g, x, p in _rank(s, c)], "sign is flipped"),
+        (lambda s, c: {"cheap": 1.0}, "expected a list"),
+    ]:
+        with pytest.raises(ExerciseError, match=message):
+            check_cost_ranking(wrong)
+

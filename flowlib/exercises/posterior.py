@@ -7,9 +7,10 @@ import math
 import torch
 
 from ..grid import Grid2D
+from ._answers import call_answer
 from .feedback import ExerciseError, check_close
 
-__all__ = ["check_grid_posterior", "check_typical_radius"]
+__all__ = ["check_grid_posterior", "check_typical_radius", "check_diag_gaussian_kl"]
 
 
 def _close(got, expected, atol=1e-6) -> bool:
@@ -37,10 +38,7 @@ def check_grid_posterior(fn) -> None:
     ``log p(x) = log sum_ij exp(log_joint_ij) dA`` (a float or 0-d tensor) and the posterior
     ``log p(z | x) = log_joint - log p(x)`` on the grid (same shape as ``log_joint``)."""
     grid, lj = _example()
-    try:
-        out = fn(lj.clone(), grid.cell_area)
-    except Exception as err:  # the reader's code: report any failure as feedback
-        raise ExerciseError(f"grid_posterior raised {type(err).__name__}: {err}") from err
+    out = call_answer("grid_posterior", fn, lj.clone(), grid.cell_area)
     if not isinstance(out, tuple) or len(out) != 2:
         raise ExerciseError("grid_posterior: expected a tuple (log_post, log_px)")
     log_post, log_px = out
@@ -68,7 +66,10 @@ def check_grid_posterior(fn) -> None:
 
 
 def check_typical_radius(r) -> None:
-    """``r`` must be the radius of the disc that holds 99% of the mass of ``N(0, I_2)``."""
+    """``r`` must be the radius of the disc that holds 99% of the mass of ``N(0, I_2)``; or a function
+    ``r(p)`` of the fraction ``p`` of the mass, which is checked at ``p = 0.99``."""
+    if callable(r):
+        r = call_answer("typical_radius(0.99)", r, 0.99)
     if isinstance(r, bool) or not isinstance(r, (int, float, torch.Tensor)):
         raise ExerciseError(f"typical radius: expected a number, got {type(r).__name__}")
     expected = math.sqrt(-2.0 * math.log(0.01))
@@ -89,3 +90,33 @@ def check_typical_radius(r) -> None:
     check_close("the radius of the 99% disc of N(0, I_2)", value, expected, atol=1e-4, rtol=0,
                 hint="in 2-D, P(||z|| > r) = exp(-r^2 / 2) (the chi-squared law with 2 degrees of "
                      "freedom is an exponential law with mean 2)")
+
+
+def check_diag_gaussian_kl(fn) -> None:
+    """``fn(a, t, b, s)`` must return KL(N(a, diag t^2) || N(b, diag s^2)) for each row: means ``a``, ``b``
+    and standard deviations ``t``, ``s`` of shape ``(..., D)``, the result of shape ``(...)``."""
+    g = torch.Generator().manual_seed(11)
+    a, b = torch.randn(2, 5, 2, generator=g, dtype=torch.float64)
+    t, s = 0.05 + torch.rand(2, 5, 2, generator=g, dtype=torch.float64)
+
+    def per_coordinate(a, t, b, s):
+        return torch.log(s / t) + (t**2 + (a - b) ** 2) / (2 * s**2) - 0.5
+
+    expected = per_coordinate(a, t, b, s).sum(-1)
+    mistakes = {
+        "the arguments' roles are swapped: that is KL(p || q); the expectation is under q = N(a, diag t^2), "
+        "so the squares are divided by s^2, the variances of p": per_coordinate(b, s, a, t).sum(-1),
+        "the result has one value per coordinate: sum over the last axis (the coordinates are "
+        "independent, so their KLs add)": per_coordinate(a, t, b, s),
+        "the constant -1/2 per coordinate is missing": expected + 0.5 * a.shape[-1],
+        "ln(s / t) is the log of the ratio of standard deviations; you used the variances (ln(s^2 / t^2))":
+            expected + torch.log(s / t).sum(-1),
+        "you summed over the batch too: return one KL per row": expected.sum(),
+    }
+    got = call_answer("diag_gaussian_kl", fn, a.clone(), t.clone(), b.clone(), s.clone())
+    if not _close(got, expected):
+        for message, wrong in mistakes.items():
+            if _close(got, wrong):
+                raise ExerciseError(f"diag_gaussian_kl: {message}")
+    check_close("KL(N(a, diag t^2) || N(b, diag s^2)) for 5 pairs in D = 2", got, expected, atol=1e-9,
+                hint="sum over the coordinates of ln(s/t) + (t^2 + (a - b)^2) / (2 s^2) - 1/2")
