@@ -6,8 +6,8 @@ than 99%; KLs in D = 1, D = 3 and with two batch axes), with reference answers c
 own code (closed forms, ``torch.distributions``). Partial credit part by part; the feedback names the
 typical mistake a wrong answer matches.
 
-Retraining the chapter's models with an unfrozen encoder (pos2d-ex-retrain) is a project: about half an
-hour of CPU, graded by hand.
+Retraining the chapter's models with an unfrozen encoder (pos2d-ex-retrain) is a project, graded by hand:
+the chapter's whole command took 21 minutes of CPU here (the instructor guide gives the costs).
 """
 
 from __future__ import annotations
