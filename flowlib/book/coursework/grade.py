@@ -49,14 +49,15 @@ def _client_class():
     from nbclient import NotebookClient
 
     class LimitedClient(NotebookClient):
-        """Keeps at most ``max_output`` bytes of output per cell (a flood is cut, and said so)."""
+        """Keeps at most ``max_output`` bytes of printed text per cell (a flood is cut, and said so);
+        figures and other rich outputs do not count (a chapter's figures are hundreds of KB)."""
 
         max_output = 200_000
 
         def output(self, outs, msg, display_id, cell_index):
             out = super().output(outs, msg, display_id, cell_index)
-            size = sum(len(json.dumps(o)) for o in outs)
-            if size > self.max_output and outs:
+            size = sum(len(o.get("text", "")) for o in outs if o.get("output_type") == "stream")
+            if size > self.max_output and outs and outs[-1].get("output_type") == "stream":
                 outs.pop()
                 flooded = self.__dict__.setdefault("flooded", set())
                 flooded.add(cell_index)
@@ -181,7 +182,7 @@ def grade(submission, chapter: str | None = None, *, cell_timeout: int = 120, ex
                 if out.get("ename") in timed_out:
                     timeouts[label] = True
         if index + 1 in flooded:
-            notes.append(f"cell {index} printed more than {client_cls.max_output} bytes; the rest was "
+            notes.append(f"cell {index} printed more than {client_cls.max_output} characters; the rest was "
                          "dropped")
     entries = []
     for e, cell in zip(exercises, nb.cells[n_submitted:]):
