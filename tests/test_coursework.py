@@ -17,6 +17,9 @@ from flowlib.book.coursework.markers import SolutionMarkerError, strip_prose_sol
 from flowlib.book.coursework.student import student_notebook
 from flowlib.book.coursework.verify import execute_student_notebook
 
+CHAPTERS = sorted((pathlib.Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
+COURSEWORK = [p for p in CHAPTERS if nbformat.read(p, as_version=4).metadata.get("coursework")]
+
 ANSWER = """\
 def double(x):
     \"\"\"Twice x.\"\"\"
@@ -205,30 +208,25 @@ def test_a_chapter_without_graded_tests_is_named(tmp_path):
         grading.load_graded("yy", tmp_path)
 
 
-def test_every_chapter_has_graded_tests_for_every_coded_exercise():
-    """Each instructor notebook says its chapter, and its graded module grades exactly the exercises
-    whose code cells carry solution markers."""
+def test_every_coursework_chapter_has_graded_tests_for_every_coded_exercise():
+    """Each notebook that declares its chapter (metadata.coursework.chapter, under its own name) has
+    a graded module that grades exactly the exercises whose code cells carry solution markers; a
+    notebook with solution markers must declare its chapter."""
     from flowlib.book.coursework.markers import has_solution
     from flowlib.book.coursework.student import chapter_of, exercise_of
 
-    notebooks = sorted((pathlib.Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
-    unmarked = []
-    for path in notebooks:
+    for path in CHAPTERS:
         nb = nbformat.read(path, as_version=4)
+        coded = {exercise_of(c) for c in nb.cells if c.cell_type == "code" and has_solution(c.source)}
         if chapter_of(nb) is None:
-            unmarked.append(path.name)
+            assert not coded, f"{path.name} has solution markers but no metadata.coursework.chapter"
             continue
         assert chapter_of(nb) == path.stem
-        coded = {exercise_of(c) for c in nb.cells if c.cell_type == "code" and has_solution(c.source)}
         module, _ = grading.load_graded(path.stem)
         assert {e.id for e in module.EXERCISES} == coded, path.name
-    assert not unmarked, f"chapters without metadata.coursework.chapter: {unmarked}"
 
 
 # ------------------------------------------------------------------ the book's own chapters
-
-CHAPTERS = sorted((pathlib.Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
-
 
 def _solution_lines(source: str) -> list[str]:
     """The non-trivial lines inside the solution regions of a cell."""
@@ -265,7 +263,7 @@ def test_the_student_edition_of_each_chapter_leaks_no_solution(path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("path", CHAPTERS, ids=[p.stem for p in CHAPTERS])
+@pytest.mark.parametrize("path", COURSEWORK, ids=[p.stem for p in COURSEWORK])
 def test_grading_gives_the_instructor_notebook_full_marks_and_the_handout_zero(path, tmp_path):
     """The instructor notebook earns every point; the untouched student notebook earns none, and in
     it only the exercise cells fail, with the stub's NotImplementedError."""
