@@ -96,7 +96,7 @@ def _gaussian_log_joint(m: torch.Tensor, s: torch.Tensor, log_px: float):
 
 
 def _call_seeded(what, fn, seed, *args):
-    with torch.random.fork_rng():  # the reader's function draws from the global generator
+    with torch.random.fork_rng(devices=[]):  # the reader's function draws from the CPU generator
         torch.manual_seed(seed)
         got = call_answer(what, fn, *args)
     if not isinstance(got, torch.Tensor):
