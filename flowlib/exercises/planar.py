@@ -5,7 +5,8 @@
     f^{-1}(y): solve a + (w^T u_hat) tanh(a + b) = w^T y for a = w^T z          (one dimension)
 
 Each check calls the reader's function in float64 on fixed random inputs and names the
-usual mistakes when it recognises one.
+usual mistakes when it recognises one. An answer not yet written (the student edition's stub)
+fails with its own NotImplementedError.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import torch.nn.functional as F
 
 from ..flows import Planar
 from ..inverse import planar_inverse
-from ._mistakes import call_reader, check_with_mistakes
+from ._answers import call_answer as call_reader
+from ._mistakes import check_with_mistakes
 from .feedback import ExerciseError
 
 __all__ = ["check_u_hat", "check_planar_logdet", "check_planar_inverse"]

@@ -5,14 +5,16 @@
     f^{-1}: r_y = r (1 + beta / (alpha + r)) is a quadratic in r with one positive root
 
 Each check calls the reader's function in float64 on fixed random inputs and names the
-usual mistakes when it recognises one.
+usual mistakes when it recognises one. An answer not yet written (the student edition's stub)
+fails with its own NotImplementedError.
 """
 
 from __future__ import annotations
 
 import torch
 
-from ._mistakes import call_reader, check_with_mistakes
+from ._answers import call_answer as call_reader
+from ._mistakes import check_with_mistakes
 
 __all__ = ["check_radial_logdet", "check_radial_inverse"]
 

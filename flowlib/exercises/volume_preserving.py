@@ -6,7 +6,8 @@ Dinh, Krueger & Bengio 2014).
     x_{I2} = y_{I2} - m(y_{I1})                           (the inverse of an additive coupling)
 
 Each check calls the reader's function in float64 on fixed random inputs and names the
-usual mistakes when it recognises one.
+usual mistakes when it recognises one. An answer not yet written (the student edition's stub)
+fails with its own NotImplementedError.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from __future__ import annotations
 import torch
 
 from ..flows.householder import reflect
-from ._mistakes import call_reader, check_with_mistakes
+from ._answers import call_answer as call_reader
+from ._mistakes import check_with_mistakes
 from .feedback import ExerciseError, check_close
 
 __all__ = ["check_reflect", "check_reflections_of", "check_coupling_inverse"]
