@@ -200,3 +200,24 @@ def test_iaf_logdet():
     raises(check_iaf_logdet, lambda s: torch.log1p(-torch.sigmoid(s)).sum(-1), "1 - sigma")
     raises(check_iaf_logdet, lambda s: s.sum(-1), "not exp")
     raises(check_iaf_logdet, lambda s: torch.sigmoid(s).prod(-1), "take logs")
+
+
+# ---------------------------------------------------------------- the student edition's stubs
+CHECKS = [check_made_mask, check_iaf_inverse, check_iaf_logdet, check_sylvester_logdet, check_householder_Q,
+          check_bjorck_step, check_cholesky_logdet, check_gaussian_brenier_map, check_pcpmap_inverse]
+
+
+@pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__)
+def test_an_unwritten_answer_fails_with_its_stub_error(check):
+    """A stub's NotImplementedError reaches the check cell as itself (the student edition's cells may
+    fail only with it), not as a wrong answer; any other error is still reported as feedback."""
+    def stub(*args):
+        raise NotImplementedError("Exercise x: replace this line with your solution")
+
+    with pytest.raises(NotImplementedError, match="Exercise x"):
+        check(stub)
+
+    def broken(*args):
+        raise KeyError("oops")
+
+    raises(check, broken, "raised KeyError")

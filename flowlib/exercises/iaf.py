@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from ..flows.iaf import IAF
-from ._mistakes import call_reader, check_with_mistakes
+from ._answers import call_answer as call_reader
+from ._mistakes import check_with_mistakes
 from .feedback import ExerciseError
 
 __all__ = ["check_made_mask", "check_iaf_inverse", "check_iaf_logdet"]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from ..flows.pcpmap import PCPMap
-from ._mistakes import call_reader, check_with_mistakes
+from ._answers import call_answer as call_reader
+from ._mistakes import check_with_mistakes
 from .feedback import ExerciseError, passed
 
 __all__ = ["check_cholesky_logdet", "check_gaussian_brenier_map", "check_pcpmap_inverse"]

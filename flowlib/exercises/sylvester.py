@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ._mistakes import call_reader, check_with_mistakes
+from ._answers import call_answer as call_reader
+from ._mistakes import check_with_mistakes
 
 __all__ = ["check_sylvester_logdet", "check_householder_Q", "check_bjorck_step"]
 
