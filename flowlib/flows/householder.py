@@ -15,13 +15,25 @@ import torch
 
 from .base import Flow, ParameterSource
 
-__all__ = ["Householder", "reflect"]
+__all__ = ["Householder", "reflect", "reflect_many"]
 
 
 def reflect(z: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """``(I - 2 v v^T / ||v||^2) z`` for rows ``z`` and (broadcast) rows ``v``, in O(D)."""
     v_sq = (v * v).sum(-1, keepdim=True).clamp_min(torch.finfo(v.dtype).tiny)
     return z - 2.0 * v * (v * z).sum(-1, keepdim=True) / v_sq
+
+
+def reflect_many(z: torch.Tensor, v: torch.Tensor, order=None, shared: bool = True) -> torch.Tensor:
+    """``H_{k_n} ... H_{k_1} z`` for ``k`` in ``order`` (default ``0, 1, ...``): the reflections
+    ``H_k = I - 2 v_k v_k^T / ||v_k||^2`` of the rows ``v[..., k, :]``, applied to rows ``z`` in
+    turn, each as ``z - (v_k^T z) (2 v_k / ||v_k||^2)``. ``shared``: ``v`` is ``(K, D)``, the same
+    for every row of ``z``; else ``(B, K, D)``, one set per row of ``z`` (``(B, D)`` or ``(S, B, D)``)."""
+    c = 2.0 * v / (v * v).sum(-1, keepdim=True).clamp_min(torch.finfo(v.dtype).tiny)
+    for k in range(v.shape[-2]) if order is None else order:
+        v_z = z @ v[k] if shared else (v[..., k, :] * z).sum(-1)
+        z = torch.addcmul(z, v_z.unsqueeze(-1), c[..., k, :], value=-1.0)
+    return z
 
 
 class Householder(Flow):
@@ -45,8 +57,4 @@ class Householder(Flow):
         """``layers`` (reflections, all static or all amortized) applied in order, each as
         ``z - (v^T z) (2 v / ||v||^2)``; ``(z, None)``: the log-determinant is 0."""
         v = torch.stack([f.params.raw(context) for f in layers], dim=-2)  # (K, D) or (B, K, D)
-        c = 2.0 * v / (v * v).sum(-1, keepdim=True).clamp_min(torch.finfo(v.dtype).tiny)
-        for v_k, c_k in zip(v.unbind(-2), c.unbind(-2)):
-            v_z = z @ v_k if context is None else (v_k * z).sum(-1)
-            z = torch.addcmul(z, v_z.unsqueeze(-1), c_k, value=-1.0)
-        return z, None
+        return reflect_many(z, v, shared=context is None), None

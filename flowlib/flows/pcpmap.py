@@ -174,7 +174,17 @@ class PCPMap(Flow):
         ev = torch.linalg.eigvalsh(torch.where(bad[..., None, None], hess, eye))
         return torch.where(bad, ev.clamp_min(s2).log().sum(-1), ld_chol)
 
+    # samples of a sample axis are processed in slices of about this many entries of the
+    # (S, B, dim, hidden) Jacobian temporaries: whole chunks of importance samples would make
+    # them hundreds of MB, and the time goes into allocating and streaming them
+    SLICE_ENTRIES = 2**22
+
     def _forward(self, z, context):
+        if z.dim() == 3:
+            n = max(1, self.SLICE_ENTRIES // (z.shape[1] * self.dim * self.hidden))
+            if n < z.shape[0]:
+                parts = [self._forward(part, context) for part in z.split(n)]
+                return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
         _, T, hess = self._evaluate(z, context, 2)
         return T, self._logdet(hess)
 

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from .base import Flow, ParameterSource, check_size
-from .householder import reflect
+from .householder import reflect_many
 
 __all__ = ["Sylvester", "orthogonalize"]
 
@@ -148,26 +148,27 @@ class Sylvester(Flow):
         reflection vectors ``vs`` ((n, D) static, (B, n, D) per context row)."""
         if self.variant == "triangular":
             return v.flip(-1) if self.permute else v
+        # Q v = H_1 (H_2 (... H_n v)),  Q^T v = H_n (... H_1 v)
         order = range(self.n_reflections) if transpose else reversed(range(self.n_reflections))
-        for k in order:  # Q v = H_1 (H_2 (... H_n v)),  Q^T v = H_n (... H_1 v)
-            v = reflect(v, vs[..., k, :])
-        return v
+        return reflect_many(v, vs, order, shared=vs.dim() == 2)
 
     def _forward(self, z, context):
         R, Rt, b, x, y = self._R_Rt_b(context)
+        Q = vs = None
         if self.variant == "orthogonal":
             Q = self._orthogonal_Q(context)
-            Qt_z = _rows_times(z, Q)
+        elif self.variant == "householder" and z.dim() == 3 and 4 * z.shape[0] > self.dim:
+            # many samples per context row (importance sampling): Q formed once per row turns
+            # 2 n passes of reflections over all the samples into two matrix products
+            Q = self.Q(context)
+            Q = Q[0] if context is None else Q
         else:
-            vs = self._reflection_vectors(context)
-            Qt_z = self._apply_Q(z, vs, transpose=True)
+            vs = self._reflection_vectors(context)  # None for the triangular variant
+        Qt_z = self._apply_Q(z, vs, transpose=True) if Q is None else _rows_times(z, Q)
         a = _rows_times(Qt_z, Rt.transpose(-1, -2)) + b  # R~ Q^T z + b, as rows
         t = torch.tanh(a)
         R_h = _rows_times(t, R.transpose(-1, -2))
-        if self.variant == "orthogonal":
-            z_out = z + _rows_times(R_h, Q.transpose(-1, -2))
-        else:
-            z_out = z + self._apply_Q(R_h, vs)
+        z_out = z + (self._apply_Q(R_h, vs) if Q is None else _rows_times(R_h, Q.transpose(-1, -2)))
         t_sq = t * t
         factor = t_sq + (1.0 - t_sq) * torch.exp(_log1p_tanh_product(x, y))
         return z_out, torch.log(factor).sum(-1)
