@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import pathlib
 import textwrap
 
@@ -15,7 +16,7 @@ import pytest
 from flowlib.book.coursework import grade as grading
 from flowlib.book.coursework.markers import SolutionMarkerError, strip_prose_solutions, stub_solutions
 from flowlib.book.coursework.student import student_notebook
-from flowlib.book.coursework.verify import execute_student_notebook
+from flowlib.book.coursework.verify import execute_student_notebook, html_leaks
 
 CHAPTERS = sorted((pathlib.Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
 COURSEWORK = [p for p in CHAPTERS if nbformat.read(p, as_version=4).metadata.get("coursework")]
@@ -275,3 +276,53 @@ def test_grading_gives_the_instructor_notebook_full_marks_and_the_handout_zero(p
     assert zero["total"] == 0 and zero["max_total"] == full["max_total"]
     assert all("not attempted" in e["feedback"] for e in zero["exercises"]), zero["exercises"]
     assert all("(exercise " in n and "raised NotImplementedError" in n for n in zero["notes"]), zero["notes"]
+
+
+def _html_page(code: str) -> str:
+    """A code cell as Pygments highlights it on a page: every token in its own span."""
+    spans = "".join(f'<span class="n">{tok}</span>' for tok in code.replace("<", "&lt;").split(" "))
+    return f'<html><body><div class="highlight"><pre>{spans.replace("</span><span", "</span> <span")}'\
+        "</pre></div></body></html>"
+
+
+def test_the_html_check_finds_a_solution_line_a_directive_and_a_notebook_output(tmp_path):
+    chapter = _write(_chapter(), tmp_path / "99_toy.ipynb")
+    site = tmp_path / "html"
+    (site / "_sources").mkdir(parents=True)
+    student = student_notebook(_chapter())
+    public = next(c.source for c in student.cells if c.metadata.get("coursework"))
+    (site / "toy.html").write_text(_html_page(public))
+    nbformat.write(student, site / "_sources" / "toy.ipynb")
+    assert html_leaks(site, [chapter]) == []
+    # a highlighted solution line, a cell tagged solution, a {solution} node, an output in the download
+    (site / "code.html").write_text(_html_page("y = 2 * x"))
+    assert html_leaks(site, [chapter]) == []  # 9 characters: too short to be distinctive
+    (site / "code.html").write_text(_html_page("print('a check that shows the answer:', double(21))"))
+    (site / "directive.html").write_text('<div class="solution dropdown admonition" id="solution-1">'
+                                         '<section id="solution-content"><p>Multiply by two.</p>')
+    leaked = student_notebook(_chapter())
+    shown = "----> 1 print('a check that shows the answer:', double(21))"  # a traceback quotes its line
+    leaked.cells[1].outputs = [nbformat.v4.new_output("error", ename="E", evalue="", traceback=[shown])]
+    nbformat.write(leaked, site / "_sources" / "toy.ipynb")
+    problems = html_leaks(site, [chapter])
+    assert len(problems) == 3, problems
+    assert any(p.startswith("code.html: 1 solution line") for p in problems)
+    assert any(p.startswith("directive.html: a rendered {solution}") for p in problems)
+    assert any(p.startswith(str(pathlib.Path("_sources", "toy.ipynb"))) for p in problems)
+    assert html_leaks(tmp_path / "nothing", [chapter]) == [f"{tmp_path / 'nothing'}: no HTML page to check"]
+
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+STUDENT_HTML = pathlib.Path(os.environ.get("FLOWLIB_STUDENT_HTML", ROOT / "_build" / "student" / "html"))
+
+
+@pytest.mark.skipif(not (STUDENT_HTML / "index.html").is_file(),
+                    reason="no student HTML built (make student builds it, and fails itself on a leak)")
+def test_the_built_student_html_leaks_no_solution():
+    """Every page of the student HTML that `make student` built (and every notebook its download
+    buttons hand out): no line of any solution region or solution cell, no {solution} directive."""
+    pages = {p.stem for p in STUDENT_HTML.glob("notebooks/*.html")}
+    assert pages == {p.stem for p in CHAPTERS}
+    others = [p for p in (ROOT / "book").rglob("*.md") if not p.name.startswith("instructor_guide")]
+    assert html_leaks(STUDENT_HTML, CHAPTERS, others) == []
+    assert not (STUDENT_HTML / "book" / "instructor_guide.html").exists()

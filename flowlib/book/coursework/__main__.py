@@ -53,6 +53,13 @@ def build_student(out: pathlib.Path, html: bool) -> int:
     config = yaml.safe_load((src / "_config.yml").read_text())
     config.setdefault("execute", {})["execute_notebooks"] = "off"  # executed below, once
     config["title"] = f"{config.get('title', 'Book')} (student edition)"
+    # The launch (Binder, Colab) and repository buttons open the repository's notebooks, which are the
+    # instructor edition with every solution: the student pages have neither (their download button
+    # hands out the student notebook).
+    config.pop("launch_buttons", None)
+    config.pop("repository", None)
+    for button in ("use_repository_button", "use_issues_button", "use_edit_page_button"):
+        config.setdefault("html", {})[button] = False
     (src / "_config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
     failed = []
     for path in written:
@@ -74,7 +81,13 @@ def build_student(out: pathlib.Path, html: bool) -> int:
     if (out / "html").exists():
         shutil.rmtree(out / "html")
     shutil.copytree(build / "_build" / "html", out / "html")
-    print(f"student HTML: {out / 'html' / 'index.html'}")
+    from .verify import html_leaks
+
+    leaks = html_leaks(out / "html", sources, sorted((src / "book").rglob("*.md")))
+    if leaks:
+        print("error: the student HTML shows solutions:\n  " + "\n  ".join(leaks), file=sys.stderr)
+        return 1
+    print(f"student HTML: {out / 'html' / 'index.html'} (no solution line or directive on any page)")
     return 0
 
 
