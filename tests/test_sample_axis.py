@@ -9,6 +9,7 @@ import torch
 from flow_cases import CASES, INVERTIBLE, build
 
 from flowlib.flows import MADE, Flow, ParameterSource, PCPMap, Planar, Sequential, Sylvester
+from flowlib.flows import planar as planar_module
 from flowlib.posteriors import FLOWS, build_flow
 from flowlib.vae import VAE
 
@@ -90,7 +91,8 @@ def _vaes():
 
 
 @pytest.mark.parametrize("label,name,variant,amortized", list(_vaes()), ids=[v[0] for v in _vaes()])
-def test_importance_sampling_shares_parameters_and_equals_per_sample_calls(label, name, variant, amortized):
+def test_importance_sampling_shares_parameters_and_equals_per_sample_calls(label, name, variant, amortized,
+                                                                          monkeypatch):
     torch.manual_seed(0)
     flow = build_flow(name, 3, 4, 16 if amortized else None, variant, iaf_hidden=16)
     vae = VAE(z_dim=4, hidden=(16,), flow=flow).double()
@@ -104,12 +106,17 @@ def test_importance_sampling_shares_parameters_and_equals_per_sample_calls(label
     context_maps += [layer for m in vae.flow.modules() if isinstance(m, PCPMap) and m.ctx for layer in m.ctx]
     rows = []
     hooks = [m.register_forward_hook(lambda m, args, out: rows.append(args[0].shape)) for m in context_maps]
+    # a run of amortized planar layers computes its heads as one product, outside their modules
+    heads = planar_module._amortized_theta
+    monkeypatch.setattr(planar_module, "_amortized_theta",
+                        lambda layers, context: rows.append(context.shape) or heads(layers, context))
     torch.manual_seed(3)
     shared = vae.log_likelihood(x, k=37, max_rows=5 * 10)  # chunks of 10, 10, 10 and 7 samples
     if amortized and name != "nice":  # NICE's couplings take the context in their first layer
         assert rows and all(r[0] == 5 and len(r) == 2 for r in rows), rows
     for h in hooks:
         h.remove()
+    monkeypatch.undo()
     vae.flow.sample_axis = False  # the other path: every sample a row of its own, the context copied
     torch.manual_seed(3)
     per_sample = vae.log_likelihood(x, k=37, max_rows=5 * 10)

@@ -63,15 +63,151 @@ class Planar(Flow):
     def _chain(layers, z, context):
         """``layers`` (planar, all static or all amortized) applied in order: their parameters
         are constrained together, then each layer is eq. 10, and the log-determinants (eq. 12)
-        are evaluated together from the saved ``tanh(a)``."""
-        theta = torch.stack([f.params.raw(context) for f in layers], dim=-2)  # (K, P) or (B, K, P)
-        u_hat, w, b, wu = constrain(theta, layers[0].dim)
-        ts = []
-        for u_k, w_k, b_k in zip(u_hat.unbind(-2), w.unbind(-2), b.unbind(-1)):
-            a = (z @ w_k if context is None else (w_k * z).sum(-1)) + b_k
-            t = torch.tanh(a)
-            z = torch.addcmul(z, t.unsqueeze(-1), u_k)  # z + u_hat h(w^T z + b)
-            ts.append(t)
-        t = torch.stack(ts, dim=-1)  # (..., B, K)
-        t_sq = t * t
-        return z, torch.log(torch.addcmul(t_sq, 1.0 - t_sq, F.softplus(wu))).sum(-1)
+        are evaluated together from the saved ``tanh(a)``. Where autograd records it, the whole
+        run is one node (:class:`_PlanarChain`) with a hand-written backward."""
+        dim = layers[0].dim
+        if context is None:
+            theta = torch.stack([f.params.theta for f in layers])  # (K, P)
+        elif len(layers) == 1:
+            theta = layers[0].params.raw(context).unsqueeze(1)  # (B, 1, P)
+        else:
+            theta = _amortized_theta(layers, context)
+        if torch.is_grad_enabled() and _no_functorch():
+            return _PlanarChain.apply(z, theta, dim)
+        return _planar_run(z, theta, dim)[:2]
+
+
+def _amortized_theta(layers, context):
+    """Raw parameters ``(B, K, P)`` of ``K`` amortized layers from a context ``(B, C)``: their ``K``
+    parameter heads (each ``theta = W h + c``) as one matrix product with the stacked ``W``."""
+    weight = torch.cat([f.params.linear.weight for f in layers])
+    bias = torch.cat([f.params.linear.bias for f in layers])
+    return F.linear(context, weight, bias).view(context.shape[0], len(layers), -1)
+
+
+def _no_functorch() -> bool:
+    """False inside a ``torch.func`` transform (``vmap``), which the fused node does not support."""
+    return torch._C._functorch.maybe_current_level() is None
+
+
+def _planar_run(z, theta, dim):
+    """The layers of raw parameters ``theta`` (``(K, P)`` static, ``(B, K, P)`` amortized; ``P = 2 D + 1``)
+    applied in order (eq. 10), and their summed log-determinants ``log(t^2 + (1 - t^2) c)`` (eq. 12)
+    with ``t = tanh(a)`` and ``c = softplus(w^T u) = 1 + w^T u_hat``. Returns ``(z_K, logdet, saved)``,
+    ``saved`` what the backward needs: the layers' inputs ``zs``, ``t`` and the factors ``q``, ``(K, ...)``,
+    and the constrained parameters."""
+    u_hat, w, b, wu = constrain(theta, dim)
+    c = F.softplus(wu)
+    static = theta.dim() == 2
+    shape = z.shape
+    if static:  # every sample shares the parameters: matrix-vector products over all rows at once
+        z = z.reshape(-1, shape[-1])
+    axis = 0 if static else 1  # the layer axis of the parameters
+    # biases as Python numbers where nothing differentiates through them (the fused node's forward)
+    plain = static and not torch.is_grad_enabled() and _no_functorch()
+    zs, ts = [], []
+    for u_k, w_k, b_k in zip(u_hat.unbind(axis), w.unbind(axis), b.tolist() if plain else b.unbind(axis)):
+        zs.append(z)
+        if static:
+            t = torch.mv(z, w_k).add_(b_k).tanh_()
+            z = torch.addr(z, t, u_k)  # z + u_hat h(w^T z + b)
+        else:
+            t = torch.tanh((z * w_k).sum(-1) + b_k)
+            z = torch.addcmul(z, t.unsqueeze(-1), u_k)
+        ts.append(t)
+    t = torch.stack(ts)  # (K, N) static, (K, [S,] B) amortized
+    t_sq = t * t
+    # c against t: (K, 1) static, (K, B) or (K, 1, B) amortized
+    c_t = c.unsqueeze(1) if static else (c.t() if len(shape) == 2 else c.t().unsqueeze(1))
+    q = torch.addcmul(t_sq, 1.0 - t_sq, c_t)
+    return z.view(shape), q.log().sum(0).view(shape[:-1]), (zs, t, q, c_t, u_hat, w, wu)
+
+
+class _PlanarChain(torch.autograd.Function):
+    """A run of planar layers as one autograd node: the forward of :func:`_planar_run`, and its
+    backward by hand. Layer by layer in reverse, for ``z_{k+1} = z_k + u_k t_k``,
+    ``t_k = tanh(w_k^T z_k + b_k)`` and ``logdet = sum_k log q_k``, ``q_k = t_k^2 + (1 - t_k^2) c_k``:
+
+        dL/dt_k  = u_k^T g_{k+1} + gl 2 t_k (1 - c_k) / q_k,    dL/da_k = (1 - t_k^2) dL/dt_k,
+        g_k      = g_{k+1} + w_k dL/da_k,
+        dL/du_k  = sum t_k g_{k+1},  dL/dw_k = sum dL/da_k z_k,  dL/db_k = sum dL/da_k,
+        dL/dc_k  = sum gl (1 - t_k^2) / q_k,
+
+    the sums over the samples that share the parameters (all of them for a static run, the sample
+    axis for an amortized one); then through the constraint ``u_hat = u + m w``,
+    ``m = (softplus(-w^T u) - 1) / ||w||^2``, ``c = softplus(w^T u)``:
+
+        dL/dm = g_uhat^T w,   dL/d(w^T u) = -dL/dm sigmoid(-w^T u) / ||w||^2 + dL/dc sigmoid(w^T u),
+        dL/du = g_uhat + dL/d(w^T u) w,
+        dL/dw = g_w + m g_uhat + dL/d(w^T u) u - 2 dL/dm m w / ||w||^2.
+
+    Autograd would record about a dozen nodes per layer and as many passes over the parameters."""
+
+    @staticmethod
+    def forward(ctx, z, theta, dim):
+        z_out, logdet, (zs, t, q, c_t, u_hat, w, wu) = _planar_run(z, theta, dim)
+        ctx.save_for_backward(theta, u_hat, w, wu, t, q, c_t, *zs)
+        ctx.shape, ctx.dim = z.shape, dim
+        return z_out, logdet
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g_z, g_logdet):
+        theta, u_hat, w, wu, t, q, c_t, *zs = ctx.saved_tensors
+        shape, dim, K = ctx.shape, ctx.dim, len(zs)
+        static = theta.dim() == 2
+        sample_axis = not static and len(shape) == 3
+        if static:
+            g = g_z.reshape(-1, shape[-1]).clone()
+            gl = g_logdet.reshape(-1)
+        else:
+            g = g_z.clone()
+            gl = g_logdet
+        one_minus = 1.0 - t * t  # h'(a), (K, ...)
+        gl_q = gl / q
+        g_t = 2.0 * gl_q * t * (1.0 - c_t)  # the log-det's part of dL/dt, every layer at once
+        g_a = torch.empty_like(t)
+        g_uhat, g_w = torch.empty_like(u_hat), torch.empty_like(w)
+        if static:
+            t_k, gt_k, om_k, u_k, w_k = (x.unbind(0) for x in (t, g_t, one_minus, u_hat, w))
+            gu_k, gw_k, ga_k = g_uhat.unbind(0), g_w.unbind(0), g_a.unbind(0)
+            for k in range(K - 1, -1, -1):
+                torch.mv(g.t(), t_k[k], out=gu_k[k])
+                torch.mv(g, u_k[k], out=ga_k[k]).add_(gt_k[k]).mul_(om_k[k])
+                torch.mv(zs[k].t(), ga_k[k], out=gw_k[k])
+                g.addr_(ga_k[k], w_k[k])
+        else:
+            for k in range(K - 1, -1, -1):
+                u_k, w_k, ga_k = u_hat[:, k], w[:, k], g_a[k]
+                torch.add(g_t[k], (g * u_k).sum(-1), out=ga_k)
+                ga_k.mul_(one_minus[k])
+                if sample_axis:  # the parameters are shared by the samples of a row
+                    torch.sum(g * t[k].unsqueeze(-1), 0, out=g_uhat[:, k])
+                    torch.sum(ga_k.unsqueeze(-1) * zs[k], 0, out=g_w[:, k])
+                else:
+                    torch.mul(g, t[k].unsqueeze(-1), out=g_uhat[:, k])
+                    torch.mul(ga_k.unsqueeze(-1), zs[k], out=g_w[:, k])
+                g.addcmul_(ga_k.unsqueeze(-1), w_k)
+        g_c = gl_q * one_minus
+        if static:
+            g_b, g_c = g_a.sum(-1), g_c.sum(-1)
+        elif sample_axis:
+            g_b, g_c = g_a.sum(1).t(), g_c.sum(1).t()
+        else:
+            g_b, g_c = g_a.t(), g_c.t()
+        # through the constraint (see the docstring)
+        u, w_raw = theta[..., :dim], theta[..., dim : 2 * dim]
+        w_sq_raw = (w_raw * w_raw).sum(-1)
+        w_sq = w_sq_raw.clamp_min(torch.finfo(w_raw.dtype).tiny)
+        sig = torch.sigmoid(-wu)
+        m = (F.softplus(-wu) - 1.0) / w_sq
+        g_m = (g_uhat * w).sum(-1)
+        g_wu = g_c * (1.0 - sig) - g_m * sig / w_sq
+        g_wsq = torch.where(w_sq_raw >= torch.finfo(w_raw.dtype).tiny, -g_m * m / w_sq, 0.0)
+        g_theta = torch.empty_like(theta)
+        torch.addcmul(g_uhat, g_wu.unsqueeze(-1), w, out=g_theta[..., :dim])
+        g_wt = g_theta[..., dim : 2 * dim]
+        torch.addcmul(g_w, m.unsqueeze(-1), g_uhat, out=g_wt)
+        g_wt.addcmul_(g_wu.unsqueeze(-1), u).addcmul_(2.0 * g_wsq.unsqueeze(-1), w)
+        g_theta[..., -1] = g_b
+        return g.view(shape), g_theta, None

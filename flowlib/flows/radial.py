@@ -61,22 +61,15 @@ class Radial(Flow):
     @staticmethod
     def _chain(layers, z, context):
         """``layers`` (radial, all static or all amortized) applied in order (eq. 14), their
-        parameters constrained together and their log-determinants summed together."""
+        parameters constrained together and their log-determinants summed together. Where autograd
+        records it, the whole run is one node (:class:`_RadialChain`) with a hand-written backward."""
         dim = layers[0].dim
         theta = torch.stack([f.params.raw(context) for f in layers], dim=-2)  # (K, D + 2) or (B, K, D + 2)
         alpha, s = F.softplus(theta[..., dim:]).unbind(-1)
-        radii, scales = [], []
-        for z0_k, alpha_k, s_k in zip(theta[..., :dim].unbind(-2), alpha.unbind(-1), s.unbind(-1)):
-            diff = z - z0_k
-            r = torch.linalg.vector_norm(diff, dim=-1)
-            scale = (r + s_k) / (alpha_k + r)  # 1 + beta h
-            z = torch.addcmul(z0_k, scale.unsqueeze(-1), diff)
-            radii.append(r)
-            scales.append(scale)
-        r, scale = torch.stack(radii, dim=-1), torch.stack(scales, dim=-1)  # (..., B, K)
-        # (D - 1) log(1 + beta h) + log(r^2 + 2 alpha r + alpha s) - 2 log(alpha + r)
-        log_2 = torch.log(r * (r + 2.0 * alpha) + alpha * s) - 2.0 * torch.log(alpha + r)
-        return z, ((dim - 1) * torch.log(scale) + log_2).sum(-1)
+        z0 = theta[..., :dim]
+        if torch.is_grad_enabled() and torch._C._functorch.maybe_current_level() is None:
+            return _RadialChain.apply(z, z0, alpha, s)
+        return _radial_run(z, z0, alpha, s)[:2]
 
     def _inverse(self, y, context):
         z0, alpha, s = self._z0_alpha_s(context)
@@ -89,3 +82,77 @@ class Radial(Flow):
         r = torch.where(p > 0, 2.0 * r_y * alpha / (q + p), 0.5 * (q - p))
         scale = (r + s) / (alpha + r)
         return z0 + diff_y / scale.unsqueeze(-1), -self._log_factors(r, alpha, s)
+
+
+def _radial_run(z, z0, alpha, s):
+    """Eq. 14 for each layer ``k`` of the centres ``z0`` (``(K, D)`` static, ``(B, K, D)`` amortized),
+    ``alpha`` and ``s`` (``(K,)`` or ``(B, K)``), and the summed log-determinants. Returns
+    ``(z_K, logdet, (diffs, r, scale))``: the layers' ``z - z0``, their radii and ``1 + beta h``."""
+    diffs, radii, scales = [], [], []
+    axis = z0.dim() - 2  # the layer axis of the parameters
+    for z0_k, alpha_k, s_k in zip(z0.unbind(axis), alpha.unbind(-1), s.unbind(-1)):
+        diff = z - z0_k
+        r = torch.linalg.vector_norm(diff, dim=-1)
+        scale = (r + s_k) / (alpha_k + r)  # 1 + beta h
+        z = torch.addcmul(z0_k, scale.unsqueeze(-1), diff)
+        diffs.append(diff)
+        radii.append(r)
+        scales.append(scale)
+    r, scale = torch.stack(radii, dim=-1), torch.stack(scales, dim=-1)  # (..., B, K)
+    # (D - 1) log(1 + beta h) + log(r^2 + 2 alpha r + alpha s) - 2 log(alpha + r)
+    log_2 = torch.log(r * (r + 2.0 * alpha) + alpha * s) - 2.0 * torch.log(alpha + r)
+    return z, ((z.shape[-1] - 1) * torch.log(scale) + log_2).sum(-1), (diffs, r, scale)
+
+
+class _RadialChain(torch.autograd.Function):
+    """A run of radial layers as one autograd node: the forward of :func:`_radial_run`, and its
+    backward by hand. For ``z' = z0 + c d``, ``d = z - z0``, ``r = ||d||``, ``c = (r + s) / (alpha + r)``
+    and the log-det term ``(D - 1) log c + log P - 2 log(alpha + r)``, ``P = r^2 + 2 alpha r + alpha s``:
+
+        dL/dc = g'^T d + gl (D - 1) / c,
+        dL/dr = dL/dc (alpha - s) / (alpha + r)^2 + gl ((2 r + 2 alpha) / P - 2 / (alpha + r)),
+        dL/dz = c g' + dL/dr d / r,    dL/dz0 = g' - dL/dz,
+        dL/dalpha = -dL/dc c / (alpha + r) + gl ((2 r + s) / P - 2 / (alpha + r)),
+        dL/ds = dL/dc / (alpha + r) + gl alpha / P,
+
+    the parameters' gradients summed over the samples that share them."""
+
+    @staticmethod
+    def forward(ctx, z, z0, alpha, s):
+        z_out, logdet, (diffs, r, scale) = _radial_run(z, z0, alpha, s)
+        ctx.save_for_backward(z0, alpha, s, r, scale, *diffs)
+        return z_out, logdet
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g_z, g_logdet):
+        z0, alpha, s, r, scale, *diffs = ctx.saved_tensors
+        static, dim = z0.dim() == 2, z0.shape[-1]
+        # every layer's scalar factors at once, (..., B, K)
+        gl = g_logdet.unsqueeze(-1)
+        inv_ar = 1.0 / (alpha + r)
+        P = r * (r + 2.0 * alpha) + alpha * s
+        gl_P = gl / P
+        g_r_ld = 2.0 * (r + alpha) * gl_P - 2.0 * gl * inv_ar  # the log-det's part of dL/dr
+        g_alpha = (2.0 * r + s) * gl_P - 2.0 * gl * inv_ar
+        g_s = alpha * gl_P
+        g_c = torch.empty_like(r)
+        g = g_z
+        g_z0 = torch.empty(r.shape[:-1] + (len(diffs), dim), dtype=g.dtype)  # (..., B, K, D)
+        inv_r = 1.0 / r.clamp_min(torch.finfo(r.dtype).tiny)
+        for k in range(len(diffs) - 1, -1, -1):
+            d, c_k = diffs[k], scale[..., k]
+            gc_k = (g * d).sum(-1) + gl[..., 0] * ((dim - 1) / c_k)
+            g_c[..., k] = gc_k
+            g_r = gc_k * (alpha[..., k] - s[..., k]) * inv_ar[..., k] ** 2 + g_r_ld[..., k]
+            g_d = torch.addcmul(g * c_k.unsqueeze(-1), (g_r * inv_r[..., k]).unsqueeze(-1), d)
+            torch.sub(g, g_d, out=g_z0[..., k, :])
+            g = g_d
+        g_alpha = g_alpha - g_c * scale * inv_ar
+        g_s = g_s + g_c * inv_ar
+        if static:  # shared by every sample
+            lead = tuple(range(g_z0.dim() - 2))
+            return g, g_z0.sum(lead), g_alpha.sum(lead), g_s.sum(lead)
+        if g.dim() == 3:  # a sample axis: shared by the samples of a row
+            return g, g_z0.sum(0), g_alpha.sum(0), g_s.sum(0)
+        return g, g_z0, g_alpha, g_s
