@@ -1,4 +1,4 @@
-"""The fused planar and radial runs (one autograd node with a hand-written backward) against
+"""The fused planar, radial and Householder runs (one autograd node with a hand-written backward) against
 autograd: ``gradcheck`` of the nodes themselves, and the gradients of a whole ``Sequential`` with
 and without the node (its forward recorded op by op), static and amortized, with and without a
 sample axis."""
@@ -8,7 +8,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from flowlib.flows import Planar, Radial, Sequential
+from flowlib.flows import Householder, Planar, Radial, Sequential
+from flowlib.flows import householder as householder_module
 from flowlib.flows import planar as planar_module
 from flowlib.flows import radial as radial_module
 
@@ -63,4 +64,30 @@ def test_fused_gradients_equal_autograd_of_the_same_forward(cls, amortized, samp
         monkeypatch.setattr(radial_module._RadialChain, "apply", lambda *a: radial_module._radial_run(*a)[:2])
     plain = grads()
     for a, b in zip(fused, plain):  # the same sums in another order: float64 rounding apart
+        torch.testing.assert_close(a, b, atol=1e-9, rtol=1e-9)
+
+
+@pytest.mark.parametrize("static", [True, False])
+@pytest.mark.parametrize("sample_axis", [False, True])
+def test_householder_node_gradcheck(static, sample_axis):
+    z, v = _inputs(static, sample_axis, lambda D: D)
+    assert torch.autograd.gradcheck(householder_module._ReflectChain.apply, (z, v.requires_grad_()))
+
+
+@pytest.mark.parametrize("amortized", [False, True])
+@pytest.mark.parametrize("sample_axis", [False, True])
+@pytest.mark.parametrize("K", [1, 4])
+def test_fused_reflections_equal_reflect_many(amortized, sample_axis, K):
+    torch.manual_seed(0)
+    c = 5 if amortized else None
+    flow = Sequential(*(Householder(4, context_dim=c) for _ in range(K))).double()
+    z = torch.randn(*((3, 7, 4) if sample_axis else (7, 4)), dtype=torch.float64, requires_grad=True)
+    h = torch.randn(7, 5, dtype=torch.float64, requires_grad=True) if amortized else None
+    inputs = [z] + ([h] if amortized else []) + list(flow.parameters())
+    v = torch.stack([f.params.raw(h) for f in flow.flows], dim=-2)
+    plain_y = householder_module.reflect_many(z, v, shared=not amortized)
+    torch.testing.assert_close(flow(z, h)[0], plain_y)
+    fused = torch.autograd.grad(flow(z, h)[0].sin().sum(), inputs)
+    plain = torch.autograd.grad(plain_y.sin().sum(), inputs)
+    for a, b in zip(fused, plain):
         torch.testing.assert_close(a, b, atol=1e-9, rtol=1e-9)

@@ -9,7 +9,6 @@ import torch
 from flow_cases import CASES, INVERTIBLE, build
 
 from flowlib.flows import MADE, Flow, ParameterSource, PCPMap, Planar, Sequential, Sylvester
-from flowlib.flows import planar as planar_module
 from flowlib.posteriors import FLOWS, build_flow
 from flowlib.vae import VAE
 
@@ -106,10 +105,15 @@ def test_importance_sampling_shares_parameters_and_equals_per_sample_calls(label
     context_maps += [layer for m in vae.flow.modules() if isinstance(m, PCPMap) and m.ctx for layer in m.ctx]
     rows = []
     hooks = [m.register_forward_hook(lambda m, args, out: rows.append(args[0].shape)) for m in context_maps]
-    # a run of amortized planar layers computes its heads as one product, outside their modules
-    heads = planar_module._amortized_theta
-    monkeypatch.setattr(planar_module, "_amortized_theta",
-                        lambda layers, context: rows.append(context.shape) or heads(layers, context))
+    # a run of amortized layers computes its heads as one product, outside their modules
+    heads = ParameterSource.stack
+
+    def recorded(sources, context):
+        if context is not None:
+            rows.append(context.shape)
+        return heads(sources, context)
+
+    monkeypatch.setattr(ParameterSource, "stack", staticmethod(recorded))
     torch.manual_seed(3)
     shared = vae.log_likelihood(x, k=37, max_rows=5 * 10)  # chunks of 10, 10, 10 and 7 samples
     if amortized and name != "nice":  # NICE's couplings take the context in their first layer

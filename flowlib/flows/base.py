@@ -172,6 +172,19 @@ class ParameterSource(nn.Module):
             return self.theta
         return self.linear(context)
 
+    @staticmethod
+    def stack(sources, context: torch.Tensor | None) -> torch.Tensor:
+        """The raw parameters of several sources of one size, all static or all amortized, stacked
+        on the second-to-last axis: ``(K, size)``, or ``(B, K, size)`` from a context ``(B, C)``, the
+        ``K`` linear maps applied as one matrix product with their stacked weights."""
+        if context is None:
+            return torch.stack([source.theta for source in sources])
+        if len(sources) == 1:
+            return sources[0].linear(context).unsqueeze(1)
+        weight = torch.cat([source.linear.weight for source in sources])
+        bias = torch.cat([source.linear.bias for source in sources])
+        return nn.functional.linear(context, weight, bias).view(context.shape[0], len(sources), -1)
+
     def forward(self, batch_size: int, context: torch.Tensor | None) -> torch.Tensor:
         if self.linear is None:
             return self.theta.expand(batch_size, self.size)

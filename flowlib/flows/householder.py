@@ -56,5 +56,73 @@ class Householder(Flow):
     def _chain(layers, z, context):
         """``layers`` (reflections, all static or all amortized) applied in order, each as
         ``z - (v^T z) (2 v / ||v||^2)``; ``(z, None)``: the log-determinant is 0."""
-        v = torch.stack([f.params.raw(context) for f in layers], dim=-2)  # (K, D) or (B, K, D)
+        v = ParameterSource.stack([f.params for f in layers], context)  # (K, D) or (B, K, D)
+        if torch.is_grad_enabled() and torch._C._functorch.maybe_current_level() is None:
+            return _ReflectChain.apply(z, v), None
         return reflect_many(z, v, shared=context is None), None
+
+
+class _ReflectChain(torch.autograd.Function):
+    """:func:`reflect_many` (default order) as one autograd node, its backward by hand. For
+    ``z' = z - (v^T z) c`` with ``c = 2 v / ||v||^2``, in reverse over the reflections:
+
+        g = g' - (c^T g') v,    dL/dv = -(c^T g') z  +  J_c^T (-(v^T z) g'),
+        J_c^T x = 2 x / ||v||^2 - 4 (x^T v) v / ||v||^4,
+
+    the parameters' gradients summed over the samples that share them (all rows for static ``v``
+    of shape ``(K, D)``, the sample axis for ``v`` of shape ``(B, K, D)``)."""
+
+    @staticmethod
+    def forward(ctx, z, v):
+        shared, shape = v.dim() == 2, z.shape
+        v_sq_raw = (v * v).sum(-1, keepdim=True)
+        v_sq = v_sq_raw.clamp_min(torch.finfo(v.dtype).tiny)
+        c = 2.0 * v / v_sq
+        if shared:
+            z = z.reshape(-1, shape[-1])
+        zs, vzs = [], []
+        for k in range(v.shape[-2]):
+            zs.append(z)
+            if shared:
+                v_z = torch.mv(z, v[k])
+                z = torch.addr(z, v_z, c[k], alpha=-1.0)
+            else:
+                v_z = (v[:, k] * z).sum(-1)
+                z = torch.addcmul(z, v_z.unsqueeze(-1), c[:, k], value=-1.0)
+            vzs.append(v_z)
+        ctx.save_for_backward(v, c, v_sq, v_sq_raw, *zs, *vzs)
+        ctx.shape = shape
+        return z.view(shape)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g_out):
+        v, c, v_sq, v_sq_raw, *rest = ctx.saved_tensors
+        K = v.shape[-2]
+        zs, vzs = rest[:K], rest[K:]
+        shared, shape = v.dim() == 2, ctx.shape
+        sample_axis = not shared and len(shape) == 3
+        g = g_out.reshape(-1, shape[-1]) if shared else g_out
+        g_v, g_c = torch.empty_like(v), torch.empty_like(c)
+        for k in range(K - 1, -1, -1):
+            if shared:
+                c_g = torch.mv(g, c[k])
+                torch.mv(zs[k].t(), c_g, out=g_v[k]).neg_()
+                torch.mv(g.t(), vzs[k], out=g_c[k]).neg_()
+                g = torch.addr(g, c_g, v[k], alpha=-1.0)
+            else:
+                c_g = (g * c[:, k]).sum(-1, keepdim=True)
+                if sample_axis:
+                    torch.sum(c_g * zs[k], 0, out=g_v[:, k])
+                    torch.sum(vzs[k].unsqueeze(-1) * g, 0, out=g_c[:, k])
+                else:
+                    torch.mul(c_g, zs[k], out=g_v[:, k])
+                    torch.mul(vzs[k].unsqueeze(-1), g, out=g_c[:, k])
+                g_v[:, k].neg_()
+                g_c[:, k].neg_()
+                g = torch.addcmul(g, c_g, v[:, k], value=-1.0)
+        # through c = 2 v / ||v||^2 (no gradient through the clamp where it binds)
+        g_c_v = (g_c * v).sum(-1, keepdim=True)
+        live = v_sq_raw >= torch.finfo(v.dtype).tiny
+        g_v += 2.0 * g_c / v_sq - torch.where(live, 4.0 * g_c_v / (v_sq * v_sq), 0.0) * v
+        return g.reshape(shape), g_v

@@ -66,23 +66,10 @@ class Planar(Flow):
         are evaluated together from the saved ``tanh(a)``. Where autograd records it, the whole
         run is one node (:class:`_PlanarChain`) with a hand-written backward."""
         dim = layers[0].dim
-        if context is None:
-            theta = torch.stack([f.params.theta for f in layers])  # (K, P)
-        elif len(layers) == 1:
-            theta = layers[0].params.raw(context).unsqueeze(1)  # (B, 1, P)
-        else:
-            theta = _amortized_theta(layers, context)
+        theta = ParameterSource.stack([f.params for f in layers], context)  # (K, P) or (B, K, P)
         if torch.is_grad_enabled() and _no_functorch():
             return _PlanarChain.apply(z, theta, dim)
         return _planar_run(z, theta, dim)[:2]
-
-
-def _amortized_theta(layers, context):
-    """Raw parameters ``(B, K, P)`` of ``K`` amortized layers from a context ``(B, C)``: their ``K``
-    parameter heads (each ``theta = W h + c``) as one matrix product with the stacked ``W``."""
-    weight = torch.cat([f.params.linear.weight for f in layers])
-    bias = torch.cat([f.params.linear.bias for f in layers])
-    return F.linear(context, weight, bias).view(context.shape[0], len(layers), -1)
 
 
 def _no_functorch() -> bool:

@@ -64,7 +64,7 @@ class Radial(Flow):
         parameters constrained together and their log-determinants summed together. Where autograd
         records it, the whole run is one node (:class:`_RadialChain`) with a hand-written backward."""
         dim = layers[0].dim
-        theta = torch.stack([f.params.raw(context) for f in layers], dim=-2)  # (K, D + 2) or (B, K, D + 2)
+        theta = ParameterSource.stack([f.params for f in layers], context)  # (K, D + 2) or (B, K, D + 2)
         alpha, s = F.softplus(theta[..., dim:]).unbind(-1)
         z0 = theta[..., :dim]
         if torch.is_grad_enabled() and torch._C._functorch.maybe_current_level() is None:
