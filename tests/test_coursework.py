@@ -15,7 +15,7 @@ import pytest
 
 from flowlib.book.coursework import grade as grading
 from flowlib.book.coursework.markers import SolutionMarkerError, strip_prose_solutions, stub_solutions
-from flowlib.book.coursework.student import student_notebook
+from flowlib.book.coursework.student import STUB_COMMENT, student_notebook
 from flowlib.book.coursework.verify import execute_student_notebook, html_leaks
 
 CHAPTERS = sorted((pathlib.Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
@@ -84,6 +84,9 @@ def test_stub_replaces_each_region_at_its_indentation():
     assert "2 * x" not in stubbed and "BEGIN" not in stubbed and "END SOLUTION" not in stubbed
     assert "    raise NotImplementedError('Exercise toy: write it')" in stubbed.splitlines()
     assert '"""Twice x."""' in stubbed
+    commented = stub_solutions(ANSWER, "Exercise toy", "Your solution replaces the next line.").splitlines()
+    assert commented[-2:] == ["    # Your solution replaces the next line.",
+                              "    raise NotImplementedError('Exercise toy')"]
     for bad in ("# BEGIN SOLUTION\n", "# END SOLUTION\n", "# BEGIN SOLUTION\n# BEGIN SOLUTION\n"):
         with pytest.raises(SolutionMarkerError):
             stub_solutions(bad, "m")
@@ -242,6 +245,10 @@ def _solution_lines(source: str) -> list[str]:
     return lines
 
 
+def _solution_count(source: str) -> int:
+    return sum("BEGIN SOLUTION" in line for line in source.splitlines())
+
+
 @pytest.mark.parametrize("path", CHAPTERS, ids=[p.stem for p in CHAPTERS])
 def test_the_student_edition_of_each_chapter_leaks_no_solution(path):
     nb = nbformat.read(path, as_version=4)
@@ -252,6 +259,11 @@ def test_the_student_edition_of_each_chapter_leaks_no_solution(path):
     assert "{solution}" not in markdown
     assert not any("solution" in c.metadata.get("tags", []) for c in student.cells)
     assert all(not c.get("outputs") for c in student.cells if c.cell_type == "code")
+    # the stub (a comment and the line that raises) fits the page's code column, about 80 characters
+    stubs = [line for c in student.cells if c.cell_type == "code" for line in c.source.splitlines()
+             if "raise NotImplementedError('Exercise " in line or line.strip() == f"# {STUB_COMMENT}"]
+    assert len(stubs) == 2 * sum(_solution_count(c.source) for c in nb.cells if c.cell_type == "code")
+    assert all(len(line) <= 79 for line in stubs), max(stubs, key=len)
     # A line of a solution region that the student edition still has, and that the chapter does not
     # show anyway outside every solution (e.g. `h = 1 / (alpha + r)` in the chapter's own code).
     public = {line.strip() for c in nb.cells if c.cell_type == "code"

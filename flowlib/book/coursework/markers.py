@@ -22,9 +22,10 @@ def has_solution(source: str) -> bool:
     return any(_BEGIN.match(line) for line in source.splitlines())
 
 
-def stub_solutions(source: str, message: str) -> str:
+def stub_solutions(source: str, message: str, comment: str | None = None) -> str:
     """Replace every ``# BEGIN SOLUTION`` ... ``# END SOLUTION`` region by one line, at the
-    indentation of its ``BEGIN`` line, that raises ``NotImplementedError(message)``."""
+    indentation of its ``BEGIN`` line, that raises ``NotImplementedError(message)`` (after a line
+    ``# comment`` if a comment is given)."""
     out, inside, where = [], False, None
     for number, line in enumerate(source.splitlines(), 1):
         begin, end = _BEGIN.match(line), _END.match(line)
@@ -33,6 +34,8 @@ def stub_solutions(source: str, message: str) -> str:
                 raise SolutionMarkerError(
                     f"line {number}: BEGIN SOLUTION inside the region opened on line {where}")
             inside, where = True, number
+            if comment:
+                out.append(f"{begin.group(1)}# {comment}")
             out.append(f"{begin.group(1)}raise NotImplementedError({message!r})")
         elif end:
             if not inside:

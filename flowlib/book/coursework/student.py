@@ -1,7 +1,7 @@
 """The student edition of the book: the same chapters without their solutions.
 
 From each instructor notebook: cells tagged ``solution`` are dropped; in code cells every
-``# BEGIN SOLUTION`` ... ``# END SOLUTION`` region becomes a line that raises
+``# BEGIN SOLUTION`` ... ``# END SOLUTION`` region becomes a comment and a line that raises
 ``NotImplementedError`` naming the exercise; ``{solution}`` directives are removed from markdown;
 every output is cleared. The code cells of an exercise (``metadata.coursework.exercise``) are
 tagged ``raises-exception`` (nbval and nbclient then accept the stub's error, so the rest of the
@@ -17,9 +17,13 @@ import nbformat
 
 from .markers import SOLUTION_TAG, has_solution, strip_prose_solutions, stub_solutions
 
-__all__ = ["student_notebook", "exercise_of", "chapter_of", "write_student_notebooks", "STUB_HINT"]
+__all__ = ["student_notebook", "exercise_of", "chapter_of", "write_student_notebooks", "STUB_HINT",
+           "STUB_COMMENT"]
 
-STUB_HINT = "Exercise {label}: replace this line with your solution (see the exercise text above)"
+# The stub: a comment, then a line that raises naming the exercise. Both fit the page's code column
+# (about 80 characters) at the answer's indentation, even for the longest label.
+STUB_HINT = "Exercise {label}"
+STUB_COMMENT = "Your solution replaces the next line."
 
 
 def exercise_of(cell) -> str | None:
@@ -49,7 +53,7 @@ def student_notebook(nb):
             if has_solution(cell.source):
                 if label is None:
                     raise ValueError(f"cell {index} has solution markers but no metadata.coursework.exercise")
-                cell.source = stub_solutions(cell.source, STUB_HINT.format(label=label))
+                cell.source = stub_solutions(cell.source, STUB_HINT.format(label=label), STUB_COMMENT)
             if label is not None:
                 extra = [t for t in ("raises-exception", "remove-output") if t not in tags]
                 cell.metadata["tags"] = tags + extra
