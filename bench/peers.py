@@ -30,7 +30,8 @@ Peers are an optional extra: ``pip install -e .[bench]``. A peer that is not ins
 skipped, and said so. ``--baseline NAME`` also times the stacks of an importable copy of flowlib
 under the package name NAME (e.g. the code before a change, copied to ``flowlib_before``).
 
-    python bench/peers.py [--rounds 15] [--calls 5] [--json bench/results/peers.json]
+    python bench/peers.py [--rounds 15] [--calls 5] [--baseline flowlib_before] \\
+        [--json results/bench/peers.json]
 """
 
 from __future__ import annotations
