@@ -338,3 +338,6 @@ def test_the_built_student_html_leaks_no_solution():
     others = [p for p in (ROOT / "book").rglob("*.md") if not p.name.startswith("instructor_guide")]
     assert html_leaks(STUDENT_HTML, CHAPTERS, others) == []
     assert not (STUDENT_HTML / "book" / "instructor_guide.html").exists()
+    for path in CHAPTERS:  # the download button hands out the handout: no outputs, no stub tracebacks
+        download = nbformat.read(STUDENT_HTML / "_sources" / "notebooks" / path.name, as_version=4)
+        assert all(not c.get("outputs") for c in download.cells if c.cell_type == "code"), path.name

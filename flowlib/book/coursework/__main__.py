@@ -81,6 +81,14 @@ def build_student(out: pathlib.Path, html: bool) -> int:
     if (out / "html").exists():
         shutil.rmtree(out / "html")
     shutil.copytree(build / "_build" / "html", out / "html")
+    # A page's download button hands out the notebook the page was built from, executed (with the
+    # stubs' tracebacks in the answer cells): hand out the clean handout instead, as in notebooks/.
+    for path in written:
+        download = out / "html" / "_sources" / "notebooks" / path.name
+        if not download.is_file():
+            print(f"error: no downloadable notebook {download} in the student HTML", file=sys.stderr)
+            return 1
+        shutil.copy(path, download)
     from .verify import html_leaks
 
     leaks = html_leaks(out / "html", sources, sorted((src / "book").rglob("*.md")))
