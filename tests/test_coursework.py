@@ -8,6 +8,7 @@ import csv
 import json
 import os
 import pathlib
+import re
 import textwrap
 
 import nbformat
@@ -341,3 +342,14 @@ def test_the_built_student_html_leaks_no_solution():
     for path in CHAPTERS:  # the download button hands out the handout: no outputs, no stub tracebacks
         download = nbformat.read(STUDENT_HTML / "_sources" / "notebooks" / path.name, as_version=4)
         assert all(not c.get("outputs") for c in download.cells if c.cell_type == "code"), path.name
+
+
+def test_no_pipe_splits_a_table_cell_of_the_instructor_guide():
+    """In a Markdown table row an unescaped | inside $...$ or `...` ends the cell: the rest of the
+    cell is lost and the maths shows as raw TeX (it happened to a rubric of chapter 9). Write
+    \\lvert ... \\rvert, or \\| for a norm."""
+    pages = sorted((ROOT / "coursework" / "guide").glob("*.md")) + [ROOT / "book" / "instructor_guide.md"]
+    split = [f"{p.name}:{n}: {m.group(0)}" for p in pages
+             for n, line in enumerate(p.read_text().splitlines(), 1) if line.lstrip().startswith("|")
+             for m in re.finditer(r"\$[^$]+\$|`[^`]+`", line) if re.search(r"(?<!\\)\|", m.group(0))]
+    assert not split, split
