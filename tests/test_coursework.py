@@ -16,7 +16,7 @@ import pytest
 
 from flowlib.book.coursework import grade as grading
 from flowlib.book.coursework.markers import SolutionMarkerError, strip_prose_solutions, stub_solutions
-from flowlib.book.coursework.student import STUB_COMMENT, student_notebook
+from flowlib.book.coursework.student import STUB_COMMENT, STUDENT_RUNNING_BOX, student_notebook, student_prose
 from flowlib.book.coursework.verify import execute_student_notebook, html_leaks
 
 CHAPTERS = sorted((pathlib.Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
@@ -274,6 +274,23 @@ def test_the_student_edition_of_each_chapter_leaks_no_solution(path):
     leaked = [line for c in nb.cells if c.cell_type == "code" for line in _solution_lines(c.source)
               if line in student_lines and line not in public]
     assert not leaked, f"{path.name}: solution lines in the student edition: {leaked[:3]}"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=[p.stem for p in CHAPTERS])
+def test_the_student_edition_sends_students_to_their_handout_not_to_a_launch_button(path):
+    # The student pages have no launch buttons: the chapter's running box is the students' one.
+    student = student_notebook(nbformat.read(path, as_version=4))
+    markdown = "\n".join(c.source for c in student.cells if c.cell_type == "markdown")
+    assert markdown.count(STUDENT_RUNNING_BOX) == 1
+    assert not re.search(r"launch button|rocket", markdown, re.I)
+
+
+def test_a_launch_button_the_student_edition_cannot_replace_is_an_error():
+    box = ":::{admonition} Running this notebook\n:class: note\n- the launch button opens it\n:::\n"
+    assert student_prose("Intro.\n\n" + box + "\nMore.") == "Intro.\n\n" + STUDENT_RUNNING_BOX + "\n\nMore."
+    assert student_prose("use it in Colab (the launch button at the top of\nthe page).") == "use it in Colab."
+    with pytest.raises(ValueError, match="markdown cell 3 mentions the launch button"):
+        student_prose("Press the launch button above.", "markdown cell 3")
 
 
 @pytest.mark.slow
