@@ -69,7 +69,7 @@ class Planar(Flow):
         theta = ParameterSource.stack([f.params for f in layers], context)  # (K, P) or (B, K, P)
         if torch.is_grad_enabled() and _no_functorch():
             return _PlanarChain.apply(z, theta, dim)
-        return _planar_run(z, theta, dim)[:2]
+        return _planar_run(z, theta, dim, keep=False)[:2]
 
 
 def _no_functorch() -> bool:
@@ -77,12 +77,13 @@ def _no_functorch() -> bool:
     return torch._C._functorch.maybe_current_level() is None
 
 
-def _planar_run(z, theta, dim):
+def _planar_run(z, theta, dim, keep: bool = True):
     """The layers of raw parameters ``theta`` (``(K, P)`` static, ``(B, K, P)`` amortized; ``P = 2 D + 1``)
     applied in order (eq. 10), and their summed log-determinants ``log(t^2 + (1 - t^2) c)`` (eq. 12)
     with ``t = tanh(a)`` and ``c = softplus(w^T u) = 1 + w^T u_hat``. Returns ``(z_K, logdet, saved)``,
     ``saved`` what the backward needs: the layers' inputs ``zs``, ``t`` and the factors ``q``, ``(K, ...)``,
-    and the constrained parameters."""
+    and the constrained parameters; ``keep=False`` keeps no layer inputs (nothing will differentiate:
+    with many samples they would hold memory for nothing)."""
     u_hat, w, b, wu = constrain(theta, dim)
     c = F.softplus(wu)
     static = theta.dim() == 2
@@ -94,7 +95,8 @@ def _planar_run(z, theta, dim):
     plain = static and not torch.is_grad_enabled() and _no_functorch()
     zs, ts = [], []
     for u_k, w_k, b_k in zip(u_hat.unbind(axis), w.unbind(axis), b.tolist() if plain else b.unbind(axis)):
-        zs.append(z)
+        if keep:
+            zs.append(z)
         if static:
             t = torch.mv(z, w_k).add_(b_k).tanh_()
             z = torch.addr(z, t, u_k)  # z + u_hat h(w^T z + b)

@@ -69,7 +69,7 @@ class Radial(Flow):
         z0 = theta[..., :dim]
         if torch.is_grad_enabled() and torch._C._functorch.maybe_current_level() is None:
             return _RadialChain.apply(z, z0, alpha, s)
-        return _radial_run(z, z0, alpha, s)[:2]
+        return _radial_run(z, z0, alpha, s, keep=False)[:2]
 
     def _inverse(self, y, context):
         z0, alpha, s = self._z0_alpha_s(context)
@@ -84,7 +84,7 @@ class Radial(Flow):
         return z0 + diff_y / scale.unsqueeze(-1), -self._log_factors(r, alpha, s)
 
 
-def _radial_run(z, z0, alpha, s):
+def _radial_run(z, z0, alpha, s, keep: bool = True):
     """Eq. 14 for each layer ``k`` of the centres ``z0`` (``(K, D)`` static, ``(B, K, D)`` amortized),
     ``alpha`` and ``s`` (``(K,)`` or ``(B, K)``), and the summed log-determinants. Returns
     ``(z_K, logdet, (diffs, r, scale))``: the layers' ``z - z0``, their radii and ``1 + beta h``."""
@@ -95,7 +95,8 @@ def _radial_run(z, z0, alpha, s):
         r = torch.linalg.vector_norm(diff, dim=-1)
         scale = (r + s_k) / (alpha_k + r)  # 1 + beta h
         z = torch.addcmul(z0_k, scale.unsqueeze(-1), diff)
-        diffs.append(diff)
+        if keep:  # for the backward only
+            diffs.append(diff)
         radii.append(r)
         scales.append(scale)
     r, scale = torch.stack(radii, dim=-1), torch.stack(scales, dim=-1)  # (..., B, K)
