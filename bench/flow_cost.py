@@ -185,7 +185,7 @@ def main():
         print(f"{name:34s} {r['seconds_per_epoch']:8.1f} {r['ratio']:6.2f} {r['flop_ratio']:6.2f} "
               f"{r['ratio'] / r['flop_ratio']:5.2f} {ev} {r['parameters']:9d}")
     if args.json is not None:
-        from flowlib.checkpoint import atomic_write_json
+        from flowlib.training.checkpoint import atomic_write_json
 
         args.json.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(result, args.json)

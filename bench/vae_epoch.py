@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from flowlib.data import load
-from flowlib.posteriors import build_flow
-from flowlib.vae import VAE
+from flowlib.flows.registry import build_flow
+from flowlib.model.vae import VAE
 
 LOG_2PI = math.log(2 * math.pi)
 

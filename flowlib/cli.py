@@ -12,8 +12,8 @@ import pathlib
 import sys
 
 from .data import DATASETS
+from .flows.registry import FLOWS
 from .flows.sylvester import VARIANTS
-from .posteriors import FLOWS
 
 __all__ = ["main", "parser"]
 
@@ -115,8 +115,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _figure3_parser(sub) -> None:
-    from .densities import TARGETS
-    from .figure3 import DEFAULTS, FLOWS
+    from .experiments.figure3 import DEFAULTS, FLOWS
+    from .twod.densities import TARGETS
 
     f = sub.add_parser(
         "figure3",
@@ -152,7 +152,7 @@ def _figure3(p, args) -> int:
 
     import torch
 
-    from .figure3 import run
+    from .experiments.figure3 import run
 
     if args.out.exists() and not args.out.is_dir():
         p.error(f"--out {args.out} exists and is not a folder")
@@ -187,7 +187,7 @@ def main(argv=None) -> int:
     if args.command == "figure3":
         return _figure3(p, args)
     _check_device(p, args.device)
-    from .train import TrainingDiverged, evaluate, train
+    from .training.loop import TrainingDiverged, evaluate, train
 
     if args.command == "train":
         if args.flow != "none" and args.flow_length < 1:

@@ -15,7 +15,7 @@ import sys
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests"))
 from flow_cases import CASES, DIMS, build  # noqa: E402
 
-from flowlib.jacobian import autograd_logdet  # noqa: E402
+from flowlib.twod.jacobian import autograd_logdet  # noqa: E402
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ import torch
 from flow_cases import perturb_
 
 from flowlib.flows import IAF, MADE, Reverse, Sequential
-from flowlib.jacobian import batch_jacobian
+from flowlib.twod.jacobian import batch_jacobian
 
 ORDERS = {"natural": lambda d: torch.arange(1, d + 1), "random": lambda d: torch.randperm(d) + 1}
 

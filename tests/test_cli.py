@@ -11,8 +11,8 @@ import sys
 import pytest
 import torch
 
-from flowlib import train as train_module
-from flowlib.checkpoint import load_checkpoint
+from flowlib.training import loop as train_module
+from flowlib.training.checkpoint import load_checkpoint
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"

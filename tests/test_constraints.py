@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from flowlib.flows import Planar, Radial, Sylvester
 from flowlib.flows.sylvester import orthogonalize
-from flowlib.jacobian import autograd_logdet
+from flowlib.twod.jacobian import autograd_logdet
 
 raw = st.floats(min_value=-60, max_value=60, allow_nan=False)
 

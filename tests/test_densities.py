@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from flowlib.densities import BOXED, TARGETS, U1, U2, U3, U4, Boxed, log_partition
+from flowlib.twod.densities import BOXED, TARGETS, U1, U2, U3, U4, Boxed, log_partition
 
 
 def at(*point):

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from flowlib.exercises import ExerciseError
-from flowlib.exercises.mnist import (
+from flowlib.book.exercises import ExerciseError
+from flowlib.book.exercises.mnist import (
     check_cost_ranking,
     check_gap,
     check_importance_estimate,

@@ -9,10 +9,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from flowlib.exercises import ExerciseError
-from flowlib.exercises.planar import check_planar_inverse, check_planar_logdet, check_u_hat
-from flowlib.exercises.radial import check_radial_inverse, check_radial_logdet
-from flowlib.exercises.volume_preserving import check_coupling_inverse, check_reflect, check_reflections_of
+from flowlib.book.exercises import ExerciseError
+from flowlib.book.exercises.planar import check_planar_inverse, check_planar_logdet, check_u_hat
+from flowlib.book.exercises.radial import check_radial_inverse, check_radial_logdet
+from flowlib.book.exercises.volume_preserving import (
+    check_coupling_inverse,
+    check_reflect,
+    check_reflections_of,
+)
 
 
 # ------------------------------------------------------------------ correct answers
@@ -187,7 +191,7 @@ def planar_inverse_fixed_point(layer, y):
 
 
 def planar_inverse_by_flowlib(layer, y):
-    from flowlib import inverse
+    from flowlib.flows import inverse
 
     return inverse.planar_inverse(layer, y)[0]
 

@@ -7,11 +7,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from flowlib.exercises import ExerciseError
-from flowlib.exercises._mistakes import call_reader, check_with_mistakes
-from flowlib.exercises.iaf import check_iaf_inverse, check_iaf_logdet, check_made_mask
-from flowlib.exercises.pcpmap import check_cholesky_logdet, check_gaussian_brenier_map, check_pcpmap_inverse
-from flowlib.exercises.sylvester import check_bjorck_step, check_householder_Q, check_sylvester_logdet
+from flowlib.book.exercises import ExerciseError
+from flowlib.book.exercises._mistakes import call_reader, check_with_mistakes
+from flowlib.book.exercises.iaf import check_iaf_inverse, check_iaf_logdet, check_made_mask
+from flowlib.book.exercises.pcpmap import (
+    check_cholesky_logdet,
+    check_gaussian_brenier_map,
+    check_pcpmap_inverse,
+)
+from flowlib.book.exercises.sylvester import check_bjorck_step, check_householder_Q, check_sylvester_logdet
 
 
 def raises(check, fn, match):

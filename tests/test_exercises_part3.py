@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from flowlib.exercises import ExerciseError, mnist, posterior
-from flowlib.exercises.posterior import check_diag_gaussian_kl, check_typical_radius
+from flowlib.book.exercises import ExerciseError, mnist, posterior
+from flowlib.book.exercises.posterior import check_diag_gaussian_kl, check_typical_radius
 
 
 def kl(a, t, b, s):

@@ -8,10 +8,11 @@ import pathlib
 
 import pytest
 
-from flowlib import experiments, provenance
+from flowlib.experiments import tables as experiments
 from flowlib.flows import Sylvester
-from flowlib.posteriors import build_flow
-from flowlib.train import build_model
+from flowlib.flows.registry import build_flow
+from flowlib.training import records as provenance
+from flowlib.training.loop import build_model
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DATA = pathlib.Path(os.environ.get("FLOWLIB_DATA", REPO.parent / "shared" / "data"))

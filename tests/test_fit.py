@@ -14,9 +14,12 @@ import pytest
 import torch
 from flow_cases import perturb_
 
-from flowlib.densities import BOXED, U1
-from flowlib.figure3 import build, kl_table, load
-from flowlib.fit import (
+from flowlib.book.plotting import plot_density, plot_energy, plot_flow_density, plot_samples
+from flowlib.experiments.figure3 import build, kl_table, load
+from flowlib.flows import Householder, Planar, Radial, Scale, Sequential
+from flowlib.flows.inverse import flow_inverse, log_density, planar_inverse
+from flowlib.twod.densities import BOXED, U1
+from flowlib.twod.fit import (
     annealing,
     fit_amortized_reverse_kl,
     fit_reverse_kl,
@@ -24,10 +27,7 @@ from flowlib.fit import (
     kl_estimate,
     sample,
 )
-from flowlib.flows import Householder, Planar, Radial, Scale, Sequential
-from flowlib.grid import Grid2D
-from flowlib.inverse import flow_inverse, log_density, planar_inverse
-from flowlib.plotting import plot_density, plot_energy, plot_flow_density, plot_samples
+from flowlib.twod.grid import Grid2D
 
 matplotlib.use("Agg")
 REPO = pathlib.Path(__file__).resolve().parents[1]

@@ -8,7 +8,7 @@ import torch
 from flow_cases import CASES, DIMS, INVERTIBLE, build
 
 from flowlib.flows import Planar
-from flowlib.jacobian import batch_jacobian, check_logdet
+from flowlib.twod.jacobian import batch_jacobian, check_logdet
 
 PARAMS = [(name, dim, amortized) for name in CASES for dim in DIMS for amortized in (False, True)]
 IDS = [f"{n}-d{d}-{'amortized' if a else 'static'}" for n, d, a in PARAMS]

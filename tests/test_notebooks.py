@@ -298,7 +298,8 @@ def test_the_patterns_catch_what_they_should():
     for widget in ["widgets.interact(f, x=1)", "planar_widget()", 'pushforward_widget("radial", 1.0)',
                    "import ipywidgets as widgets", "interact(f, a=(0, 1))"]:
         assert WIDGET_CALL.search(widget), widget
-    for fine in ["def planar_widget():", "from flowlib.widgets.change_of_variables import plot_pushforward",
+    for fine in ["def planar_widget():",
+                 "from flowlib.book.widgets.change_of_variables import plot_pushforward",
                  "plot_pushforward('radial', 1.0)"]:
         assert not WIDGET_CALL.search(fine), fine
     assert SEEDING.search("flowlib.seed_everything(0)")

@@ -1,5 +1,5 @@
 """Support code of the IAF, Sylvester and PCP-Map chapters: the Jacobian / MADE pictures and the
-2-D fits command (`python -m flowlib.fits2d`)."""
+2-D fits command (`python -m flowlib.experiments.fits2d`)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import torch
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from flowlib import fits2d  # noqa: E402
+from flowlib.book.plotting_jacobian import plot_made_graph, plot_mask, plot_matrix  # noqa: E402
+from flowlib.experiments import fits2d  # noqa: E402
 from flowlib.flows import MADE  # noqa: E402
-from flowlib.plotting_jacobian import plot_made_graph, plot_mask, plot_matrix  # noqa: E402
 
 
 def test_plot_matrix_greys_out_exact_zeros_only():
@@ -57,7 +57,7 @@ def test_fits2d_runs_writes_and_loads(tmp_path):
     fits2d.main(["--out", str(out), "--flows", "iaf-4", "pcpmap", "--targets", "U1", "--steps", "3",
                  "--eval-samples", "200", "--no-progress"])
     results = json.loads((out / "results.json").read_text())
-    assert results["command"].startswith("python -m flowlib.fits2d --out")
+    assert results["command"].startswith("python -m flowlib.experiments.fits2d --out")
     assert [f["key"] for f in results["fits"]] == ["iaf-4/U1", "pcpmap/U1"]
     for fit in results["fits"]:
         assert fit["parameters"] == fits2d.n_parameters(fits2d.build(fit["flow"]))
@@ -77,7 +77,7 @@ def test_fits2d_rejects_bad_names_and_missing_results(tmp_path):
         fits2d.build("glow")
     with pytest.raises(ValueError, match="unknown targets"):
         fits2d.run(tmp_path, flows=["iaf-4"], target_names=["U9"], steps=1)
-    with pytest.raises(FileNotFoundError, match="python -m flowlib.fits2d"):
+    with pytest.raises(FileNotFoundError, match="python -m flowlib.experiments.fits2d"):
         fits2d.load(tmp_path / "nothing")
 
 

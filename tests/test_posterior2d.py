@@ -10,13 +10,16 @@ import pathlib
 import pytest
 import torch
 
-from flowlib import posterior2d as P
-from flowlib.exercises.feedback import ExerciseError
-from flowlib.exercises.posterior import check_grid_posterior, check_typical_radius
+from flowlib.book.exercises.feedback import ExerciseError
+from flowlib.book.exercises.posterior import check_grid_posterior, check_typical_radius
+from flowlib.experiments import posterior2d as P
 from flowlib.flows import IAF, PCPMap, Planar, Radial, Reverse, Sequential
-from flowlib.grid import Grid2D
-from flowlib.inverse import flow_inverse
-from flowlib.posterior_grid import (
+from flowlib.flows.inverse import flow_inverse
+from flowlib.flows.registry import build_flow
+from flowlib.model.vae import VAE, log_diag_normal
+from flowlib.model.whitened import WhitenedFlowVAE
+from flowlib.twod.grid import Grid2D
+from flowlib.twod.posterior_grid import (
     aggregate_log_q,
     grid_evidence,
     grid_kl,
@@ -26,9 +29,6 @@ from flowlib.posterior_grid import (
     posterior_box,
     posterior_on_grid,
 )
-from flowlib.posteriors import build_flow
-from flowlib.vae import VAE, log_diag_normal
-from flowlib.whitened import WhitenedFlowVAE
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DATA = pathlib.Path(os.environ.get("FLOWLIB_DATA", REPO.parent / "shared" / "data"))

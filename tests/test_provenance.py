@@ -1,4 +1,4 @@
-"""flowlib.provenance: the commit a run records is fixed when the process first asks."""
+"""flowlib.training.records: the commit a run records is fixed when the process first asks."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from flowlib import provenance
+from flowlib.training import records as provenance
 
 
 def _git(*args):

@@ -9,8 +9,8 @@ import torch
 from flow_cases import CASES, INVERTIBLE, build
 
 from flowlib.flows import MADE, Flow, ParameterSource, PCPMap, Planar, Sequential, Sylvester
-from flowlib.posteriors import FLOWS, build_flow
-from flowlib.vae import VAE
+from flowlib.flows.registry import FLOWS, build_flow
+from flowlib.model.vae import VAE
 
 S = 3
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from flowlib import train as train_module
-from flowlib.vae import VAE
+from flowlib.model.vae import VAE
+from flowlib.training import loop as train_module
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DATA = pathlib.Path(os.environ.get("FLOWLIB_DATA", REPO.parent / "shared" / "data"))
@@ -101,7 +101,7 @@ def test_evaluation_saves_per_image_values_and_resumes_to_the_same_numbers(tmp_p
     saved = json.loads((run / "metrics.json").read_text())
     assert saved["test_nll_examples"] == 60
     # the code that trained and the code that evaluated are both recorded
-    from flowlib.provenance import git_commit
+    from flowlib.training.records import git_commit
 
     assert saved["code"] == [{"from_epoch": 1, "git_commit": git_commit()}]
     assert saved["test_nll_git_commit"] == git_commit()

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from flowlib.flows import Planar
-from flowlib.posteriors import FLOWS, build_flow
-from flowlib.vae import VAE, log_diag_normal, log_standard_normal
+from flowlib.flows.registry import FLOWS, build_flow
+from flowlib.model.vae import VAE, log_diag_normal, log_standard_normal
 
 
 def _x(n=8, seed=0):

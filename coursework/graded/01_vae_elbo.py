@@ -1,6 +1,6 @@
 """Graded tests of chapter 01, "VAEs and the ELBO" (not in the student edition).
 
-Other inputs than the public checks of ``flowlib.exercises.elbo`` (other seeds, shapes, dtypes, the
+Other inputs than the public checks of ``flowlib.book.exercises.elbo`` (other seeds, shapes, dtypes, the
 edge cases D = 1 and q = N(0, I), log-weights near -2000), with references computed here.
 """
 

@@ -1,6 +1,6 @@
 """Graded tests of chapter 02, "Change of variables" (not in the student edition).
 
-Other inputs than the public checks of ``flowlib.exercises.change_of_variables`` (other points,
+Other inputs than the public checks of ``flowlib.book.exercises.change_of_variables`` (other points,
 float32, 2-D tensors, tiny and large y, other strengths s of the banana map, s = 0, N = 1), with
 references computed here from closed forms.
 """

@@ -1,6 +1,6 @@
 """Graded tests of chapter 03, "The matrix determinant lemma" (not in the student edition).
 
-Other inputs than the public checks of ``flowlib.exercises.determinant_lemma`` (other seeds and
+Other inputs than the public checks of ``flowlib.book.exercises.determinant_lemma`` (other seeds and
 shapes, D = 1, M = 1 and M = D, float32, negative determinants), references computed here with
 dense linear algebra, and a part each that the cheap route is taken: no D x D determinant, only
 M x M ones, no D x D inverse or solve.

@@ -1,6 +1,6 @@
 """Graded tests of chapter 4, Planar flows (not in the student handout).
 
-Other inputs than the public checks of ``flowlib.exercises.planar`` (other seeds, shapes, dtypes, and
+Other inputs than the public checks of ``flowlib.book.exercises.planar`` (other seeds, shapes, dtypes, and
 the edge cases: D = 1, B = D, |w^T u| in the hundreds, w^T u_hat near -1 or large), with reference
 answers computed here, by this file's own code. Partial credit part by part; the feedback names the
 typical mistake a wrong answer matches.

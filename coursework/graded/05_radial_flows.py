@@ -1,6 +1,6 @@
 """Graded tests of chapter 5, Radial flows (not in the student handout).
 
-Other inputs than the public checks of ``flowlib.exercises.radial`` (other seeds and shapes, D = 1 and
+Other inputs than the public checks of ``flowlib.book.exercises.radial`` (other seeds and shapes, D = 1 and
 D = 7, points at the centre z = z0, strongly contracting and expanding layers), with reference answers
 computed here, by this file's own code. Partial credit part by part; the feedback names the typical
 mistake a wrong answer matches.

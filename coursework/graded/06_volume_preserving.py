@@ -1,6 +1,6 @@
 """Graded tests of chapter 6, Volume-preserving flows (not in the student handout).
 
-Other inputs than the public checks of ``flowlib.exercises.volume_preserving`` (other seeds, shapes and
+Other inputs than the public checks of ``flowlib.book.exercises.volume_preserving`` (other seeds, shapes and
 networks; D = 1, B = D, a short v; orthogonal matrices whose columns are already in place, permutations),
 with reference answers computed here, by this file's own code. Partial credit part by part; the feedback
 names the typical mistake a wrong answer matches.

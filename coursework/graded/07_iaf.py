@@ -1,6 +1,6 @@
 """Graded tests of chapter 7, Inverse autoregressive flows (not in the student handout).
 
-Other inputs than the public checks of ``flowlib.exercises.iaf`` (other seeds, degrees, orders, shapes,
+Other inputs than the public checks of ``flowlib.book.exercises.iaf`` (other seeds, degrees, orders, shapes,
 dtypes, and the edge cases: D = 1, ties between degrees, gates far in the tails, a step that one pass
 inverts, a step on which the passes never settle), with reference answers computed here, by this file's
 own code. Partial credit part by part; the feedback names the typical mistake a wrong answer matches.

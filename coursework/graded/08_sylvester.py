@@ -1,9 +1,9 @@
 """Graded tests of chapter 8, Sylvester flows (not in the student handout).
 
-Other inputs than the public checks of ``flowlib.exercises.sylvester`` (other seeds, shapes and dtypes, and
-the edge cases: M = 1, a negative Jacobian factor, D = 1, reflections of very different lengths, a square Q,
-a single column), with reference answers computed here, by this file's own code. Partial credit part by
-part; the feedback names the typical mistake a wrong answer matches.
+Other inputs than the public checks of ``flowlib.book.exercises.sylvester`` (other seeds, shapes and dtypes,
+and the edge cases: M = 1, a negative Jacobian factor, D = 1, reflections of very different lengths, a
+square Q, a single column), with reference answers computed here, by this file's own code. Partial credit
+part by part; the feedback names the typical mistake a wrong answer matches.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Graded tests of chapter 9, PCP-Maps (not in the student handout).
 
-Other inputs than the public checks of ``flowlib.exercises.pcpmap`` (other seeds, shapes and flows, and the
-edge cases: d = 1, a determinant beyond float64's range, a symmetric matrix that is not positive definite,
+Other inputs than the public checks of ``flowlib.book.exercises.pcpmap`` (other seeds, shapes and flows, and
+the edge cases: d = 1, a determinant beyond float64's range, a symmetric matrix that is not positive definite,
 ill-conditioned covariances, points y that the map did not make), with reference answers known by
 construction here (matrices built from chosen eigenvalues, points pushed forward from a known z). Partial
 credit part by part; the feedback names the typical mistake a wrong answer matches.

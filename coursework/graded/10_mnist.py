@@ -2,7 +2,7 @@
 
 Every input is generated here (seeded), never read from the committed results: the chapter's table will
 change when longer runs replace it, and the grades must not. Other inputs than the public checks of
-``flowlib.exercises.mnist`` (other numbers, K = B, K = 1, log-weights near -2000, float32 with
+``flowlib.book.exercises.mnist`` (other numbers, K = B, K = 1, log-weights near -2000, float32 with
 K = 5000, a summary whose baseline is not its first row, cost rows that were never run, a flow no slower
 than the baseline), with reference answers computed by this file's own code. Partial credit part by
 part; the feedback names the typical mistake a wrong answer matches.
@@ -30,8 +30,8 @@ _rng = _shared.rng
 
 # ------------------------------------------------------------------ mnist-ex-gap
 def _entries(seed, n, negative=False):
-    """Rows of a table as flowlib.experiments.summarize gives them: the -ELBO on the whole test set differs
-    from the -ELBO on the images of the NLL estimate, and the *_std keys are there too."""
+    """Rows of a table as flowlib.experiments.tables.summarize gives them: the -ELBO on the whole test set
+    differs from the -ELBO on the images of the NLL estimate, and the *_std keys are there too."""
     g = _rng(seed)
     out = []
     for i in range(n):

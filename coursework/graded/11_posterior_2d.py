@@ -1,6 +1,6 @@
 """Graded tests of chapter 11, "Looking at the posterior" (not in the student edition).
 
-Other inputs than the public checks of ``flowlib.exercises.posterior`` (log-joints near -2500 on 2000
+Other inputs than the public checks of ``flowlib.book.exercises.posterior`` (log-joints near -2500 on 2000
 cells, an (n, m) grid, a Gaussian whose evidence is known in closed form; fractions of the mass other
 than 99%; KLs in D = 1, D = 3 and with two batch axes), with reference answers computed by this file's
 own code (closed forms, ``torch.distributions``). Partial credit part by part; the feedback names the

@@ -10,10 +10,10 @@ import pathlib
 
 import torch
 
-from flowlib import experiments
 from flowlib.data import data_root
-from flowlib.posteriors import FLOWS, build_flow
-from flowlib.train import build_model
+from flowlib.experiments import tables as experiments
+from flowlib.flows.registry import FLOWS, build_flow
+from flowlib.training.loop import build_model
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 DATA_FOUND = (data_root() / "binarized_mnist").is_dir()

@@ -3,7 +3,7 @@
 A graded module defines ``EXERCISES``, a list of :class:`Exercise`: the exercise label, its
 points, the names the student's notebook must define, and a test that receives those objects
 and returns a :class:`Grade`. Graded tests use other inputs than the public feedback checks of
-``flowlib.exercises`` and are not in the student handout. ``WRITTEN`` maps the labels of the
+``flowlib.book.exercises`` and are not in the student handout. ``WRITTEN`` maps the labels of the
 pen-and-paper exercises to their points (graded by hand with the instructor guide's rubric).
 """
 

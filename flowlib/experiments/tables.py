@@ -3,8 +3,8 @@
 An experiment folder (e.g. ``experiments/mnist``) holds ``protocol.json`` (the training and
 evaluation settings every row shares, the seeds, and where runs and results go) and
 ``rows/<name>.json`` (what differs between rows: the posterior flow). Running a row trains
-it with :func:`flowlib.train.train`, adds the importance-sampled NLL with
-:func:`flowlib.train.evaluate`, and copies the small results (metrics, a few images) to the
+it with :func:`flowlib.training.loop.train`, adds the importance-sampled NLL with
+:func:`flowlib.training.loop.evaluate`, and copies the small results (metrics, a few images) to the
 results folder, where ``table`` assembles them (mean +- std over seeds)::
 
     python -m flowlib.experiments run experiments/mnist --rows none iaf-2 --seeds 0
@@ -26,7 +26,7 @@ import shutil
 import statistics
 import sys
 
-from .provenance import git_commit
+from ..training.records import git_commit
 
 __all__ = ["load_experiment", "row_config", "run_row", "collect", "format_table", "seeds_for", "status",
            "evaluation_subset", "main"]
@@ -97,7 +97,7 @@ def load_experiment(folder) -> tuple[dict, dict[str, dict]]:
 
 
 def row_config(protocol: dict, row: dict, seed: int, out: pathlib.Path) -> dict:
-    """The full :func:`flowlib.train.train` config of one row and seed."""
+    """The full :func:`flowlib.training.loop.train` config of one row and seed."""
     config = {"flow_length": 0, "amortized": True, "sylvester_variant": "orthogonal", "subset": None,
               "resume": True, "device": "cpu"}
     config.update(protocol["train"])
@@ -118,8 +118,8 @@ def _images(run_dir: pathlib.Path, config: dict, n: int = 10, n_samples: int = 3
     import numpy as np
     import torch
 
-    from .checkpoint import load_checkpoint
-    from .train import build_model, load_split
+    from ..training.checkpoint import load_checkpoint
+    from ..training.loop import build_model, load_split
 
     model = build_model(config)
     model.load_state_dict(load_checkpoint(run_dir / "model.pt")["model"])
@@ -138,7 +138,7 @@ def run_row(folder, name: str, seed: int, progress: bool = True, train_only: boo
     """Train, evaluate and record one row and seed; returns its results record (``None`` with
     ``train_only``, which stops once the run has trained, so that a later process, with the code
     of its own day, evaluates it)."""
-    from .train import PER_IMAGE_FILE, evaluate, train
+    from ..training.loop import PER_IMAGE_FILE, evaluate, train
 
     folder = pathlib.Path(folder)
     protocol, rows = load_experiment(folder)
@@ -180,7 +180,7 @@ def run_row(folder, name: str, seed: int, progress: bool = True, train_only: boo
     }
     results = pathlib.Path(protocol["results"]) / name
     results.mkdir(parents=True, exist_ok=True)
-    from .checkpoint import atomic_write_json
+    from ..training.checkpoint import atomic_write_json
 
     per_image = run_dir / PER_IMAGE_FILE
     if per_image.is_file():
@@ -329,7 +329,7 @@ def main(argv=None) -> int:
         summary = summarize(args.folder)
         if not summary:
             p.error(f"no results yet under {protocol['results']}")
-        from .checkpoint import atomic_write_json
+        from ..training.checkpoint import atomic_write_json
 
         atomic_write_json(summary, pathlib.Path(protocol["results"]) / "table.json")
         print(format_table(summary))
@@ -340,7 +340,7 @@ def main(argv=None) -> int:
         results.mkdir(parents=True, exist_ok=True)
         text = (f"# Status of {args.folder.as_posix()}\n\n`python -m flowlib.experiments status "
                 f"{args.folder.as_posix()}`\n\n{report}\n")
-        from .checkpoint import atomic_write_text
+        from ..training.checkpoint import atomic_write_text
 
         atomic_write_text(text, results / "status.md")
         print(report)

@@ -14,8 +14,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..flows import Planar
-from ..inverse import planar_inverse
+from ...flows import Planar
+from ...flows.inverse import planar_inverse
 from ._answers import call_answer as call_reader
 from ._mistakes import check_with_mistakes
 from .feedback import ExerciseError

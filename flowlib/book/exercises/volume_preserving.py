@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from ..flows.householder import reflect
+from ...flows.householder import reflect
 from ._answers import call_answer as call_reader
 from ._mistakes import check_with_mistakes
 from .feedback import ExerciseError, check_close

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from ..flows import Planar
+from ...flows import Planar
 from ..plotting import plot_samples
 
 __all__ = ["planar_parameters", "planar_map", "plot_planar_layer", "planar_widget"]

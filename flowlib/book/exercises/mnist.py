@@ -70,7 +70,8 @@ def _number(what: str, value) -> float:
 
 
 def _entry(row: str, nll: float, neg_elbo_same: float, neg_elbo_full: float) -> dict:
-    """A row of the table as ``flowlib.experiments.summarize`` gives it (the keys the exercises use)."""
+    """A row of the table as ``flowlib.experiments.tables.summarize`` gives it (the keys the exercises
+    use)."""
     return {"row": row, "label": row, "test_nll": nll, "test_neg_elbo_same_images": neg_elbo_same,
             "test_neg_elbo": neg_elbo_full, "test_kl": 20.0, "seeds": [0]}
 

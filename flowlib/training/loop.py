@@ -18,12 +18,12 @@ import time
 import torch
 from tqdm.auto import tqdm
 
-from . import data as datasets
+from .. import data as datasets
+from ..flows.registry import build_flow
+from ..model.vae import VAE
 from .checkpoint import atomic_save, atomic_write_json, load_checkpoint
-from .posteriors import build_flow
-from .provenance import git_commit
+from .records import git_commit
 from .seeding import seed_everything
-from .vae import VAE
 
 __all__ = ["train", "evaluate", "build_model", "TrainingDiverged"]
 

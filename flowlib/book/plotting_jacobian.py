@@ -95,7 +95,7 @@ def plot_made_graph(ax, made, *, title: str | None = None, node_size: float = 48
     is the marker area (points squared) and ``fontsize`` the size of the labels inside the units
     (points): at the book's 100 dpi, 9 points are 12.5 pixels.
     """
-    from .flows.made import MADE
+    from ..flows.made import MADE
 
     if not isinstance(made, MADE):
         raise ValueError(f"plot_made_graph: expected a flowlib MADE, got {type(made).__name__}")

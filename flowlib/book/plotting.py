@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .grid import Grid2D
+from ..twod.grid import Grid2D
 
 __all__ = ["plot_density", "plot_energy", "plot_samples", "plot_flow_density"]
 
@@ -43,10 +43,10 @@ def plot_flow_density(ax, flow, grid: Grid2D | None = None, **kwargs):
     """Draw the density ``q_K`` of a static flow applied to ``N(0, I)``.
 
     ``log q_K(z) = log q_0(f^{-1}(z)) + log|det df^{-1}/dz|`` (eq. 6), with
-    :func:`flowlib.inverse.flow_inverse`: the closed-form inverse where a flow
+    :func:`flowlib.flows.inverse.flow_inverse`: the closed-form inverse where a flow
     has one, a one-dimensional root search for planar layers.
     """
-    from .inverse import log_density
+    from ..flows.inverse import log_density
 
     grid = grid or Grid2D(4.0, 300)
     dtype = next(flow.parameters()).dtype

@@ -3,7 +3,7 @@
     eps ~ N(0, I),   u = f(eps; h(x)),   z = mu(x) + sigma(x) * u,
     log q(z | x) = log N(eps; 0, I) - log|det df/d eps| - sum_i log sigma_i(x).
 
-:class:`flowlib.vae.VAE` applies the flow after the affine map (Rezende & Mohamed 2015, eq. 13),
+:class:`flowlib.model.vae.VAE` applies the flow after the affine map (Rezende & Mohamed 2015, eq. 13),
 so the flow works at the posterior's own scale. With a two-dimensional latent space the
 posteriors are narrow (``sigma`` of a few hundredths) while flows start near the identity at
 scale one: a planar layer's initial shift, harmless for a unit-scale density, then moves ``z`` by
@@ -21,7 +21,7 @@ __all__ = ["WhitenedFlowVAE"]
 
 
 class WhitenedFlowVAE(VAE):
-    """:class:`~flowlib.vae.VAE` with ``z = mu + sigma * f(eps; h)`` (see the module docstring)."""
+    """:class:`~flowlib.model.vae.VAE` with ``z = mu + sigma * f(eps; h)`` (see the module docstring)."""
 
     flow_on_noise = True
 

@@ -2,7 +2,7 @@
 flows fitted to the targets U1..U4 of Rezende & Mohamed (2015) by minimising the free
 energy (reverse KL, their eq. 15), each with the same budget.
 
-    python -m flowlib.fits2d --out results/fits2d
+    python -m flowlib.experiments.fits2d --out results/fits2d
 
 writes ``results.json`` (configuration, the command, git commit, machine, and per fit the
 final free energy with its standard error, the KL estimate where the target is a proper
@@ -25,10 +25,10 @@ import time
 
 import torch
 
-from . import densities
-from .fit import fit_reverse_kl, free_energy
-from .flows import IAF, PCPMap, Planar, Reverse, Scale, Sequential
-from .provenance import git_commit
+from ..flows import IAF, PCPMap, Planar, Reverse, Scale, Sequential
+from ..training.records import git_commit
+from ..twod import densities
+from ..twod.fit import fit_reverse_kl, free_energy
 
 __all__ = ["FLOWS", "DEFAULTS", "build", "n_parameters", "targets", "run", "load"]
 
@@ -73,7 +73,7 @@ def n_parameters(flow) -> int:
 
 
 def targets() -> dict:
-    """The energies fitted: the boxed targets where :mod:`flowlib.densities` has them (U2..U4 are
+    """The energies fitted: the boxed targets where :mod:`flowlib.twod.densities` has them (U2..U4 are
     densities only on the box), else the plain ones. Returns ``{name: (U, log Z or None)}``."""
     boxed = getattr(densities, "BOXED", None)
     if boxed is not None:
@@ -122,7 +122,7 @@ def run(out, *, flows=None, target_names=None, steps=None, batch_size=None, lr=N
             states[key] = {k: v.detach().clone() for k, v in flow.state_dict().items()}
             kl = "" if log_Z is None else f", KL = {F + log_Z:.3f}"
             print(f"{key:18s} F = {F:.3f} +- {se:.3f}{kl}  ({seconds:.0f} s)", flush=True)
-    from .train import machine
+    from ..training.loop import machine
 
     results = {"config": cfg, "command": command, "git_commit": git_commit(), "machine": machine(),
                "boxed_targets": getattr(densities, "BOXED", None) is not None, "fits": fits}
@@ -139,14 +139,14 @@ def load(folder=None) -> tuple[dict, dict]:
     :mod:`flowlib.book.paths` (so a chapter finds them wherever it runs: in ``notebooks/``, alone
     in another folder, or on Colab, where ``FLOWLIB_REPO`` names the clone). A relative ``folder``
     is taken from the repository root."""
-    from .book import paths  # the book's helpers, imported only where the committed fits are read
+    from ..book import paths  # the book's helpers, imported only where the committed fits are read
 
     folder = paths.results("fits2d") if folder is None else pathlib.Path(folder)
     if not folder.is_absolute():
         folder = paths.repository() / folder
     if not (folder / "results.json").is_file() or not (folder / "states.pt").is_file():
         raise FileNotFoundError(f"{folder} holds no 2-D fits: expected results.json and states.pt there; "
-                                "make them with `python -m flowlib.fits2d --out results/fits2d`")
+                                "make them with `python -m flowlib.experiments.fits2d --out results/fits2d`")
     results = json.loads((folder / "results.json").read_text())
     states = torch.load(folder / "states.pt", weights_only=True)
     flows = {}
@@ -158,7 +158,8 @@ def load(folder=None) -> tuple[dict, dict]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flowlib.fits2d", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m flowlib.experiments.fits2d",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="folder for results.json and states.pt")
     parser.add_argument("--flows", nargs="+", choices=list(FLOWS), default=None)
     parser.add_argument("--targets", nargs="+", default=None)
@@ -171,7 +172,7 @@ def main(argv=None) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     argv = sys.argv[1:] if argv is None else argv
-    command = "python -m flowlib.fits2d " + " ".join(shlex.quote(a) for a in argv)
+    command = "python -m flowlib.experiments.fits2d " + " ".join(shlex.quote(a) for a in argv)
     run(args.out, flows=args.flows, target_names=args.targets, steps=args.steps, batch_size=args.batch_size,
         lr=args.lr, eval_samples=args.eval_samples, seed=args.seed, progress=not args.no_progress,
         command=command)

@@ -11,7 +11,7 @@ through :func:`load`).
 
 Speed: the flows of one (flow, K) for the four targets share their structure, so they
 are trained together as one batched computation (``torch.func.vmap`` over their stacked
-parameters): the same arithmetic as four separate :func:`flowlib.fit.fit_reverse_kl`
+parameters): the same arithmetic as four separate :func:`flowlib.twod.fit.fit_reverse_kl`
 runs, each with its own parameters, gradients and Adam statistics, for about the
 Python overhead of one.
 """
@@ -28,10 +28,10 @@ import time
 
 import torch
 
-from .densities import BOXED
-from .fit import FitResult, _check_fit_args, _minimise, free_energy, kl_estimate
-from .flows import AdditiveCoupling, Planar, Radial, Scale, Sequential
-from .provenance import git_commit
+from ..flows import AdditiveCoupling, Planar, Radial, Scale, Sequential
+from ..training.records import git_commit
+from ..twod.densities import BOXED
+from ..twod.fit import FitResult, _check_fit_args, _minimise, free_energy, kl_estimate
 
 __all__ = ["FLOWS", "DEFAULTS", "build", "fit_together", "run", "load", "kl_table", "budget",
            "markdown_table", "plot_fits", "plot_kl"]
@@ -121,13 +121,14 @@ def fit_together(flows: list, energies: list, *, steps: int, batch_size: int = 2
 
 
 # the code a Figure 3 run depends on: its commit is only meaningful if these are committed
-_SOURCES = ("flowlib/figure3.py", "flowlib/fit.py", "flowlib/densities.py", "flowlib/grid.py",
+_SOURCES = ("flowlib/experiments/figure3.py", "flowlib/twod/fit.py", "flowlib/twod/densities.py",
+            "flowlib/twod/grid.py",
             "flowlib/cli.py",
             *(f"flowlib/flows/{m}.py" for m in ("base", "planar", "radial", "nice", "nets", "sequential")))
 
 
 def _machine() -> dict:
-    from .train import machine
+    from ..training.loop import machine
 
     return {**machine(), "python": platform.python_version()}
 
@@ -211,11 +212,11 @@ def run(out, *, flows=None, K=None, targets=None, steps=None, batch_size=None, l
                            f"{', '.join(f'{c + log_Z[target]:.3f}' for c in candidates)}; {seconds:.0f} s)")
     results = {
         "description": "Rezende & Mohamed (2015) Figure 3 reproduction: reverse-KL fits of flows of "
-                       "length K to the boxed targets U1..U4 (flowlib.densities.Boxed, lim 4, wall 0.1). "
-                       "kl = F + log Z, its standard error from eval_samples Monte Carlo samples, for "
-                       "the best of `restarts` initialisations by the free energy on other samples "
+                       "length K to the boxed targets U1..U4 (flowlib.twod.densities.Boxed, lim 4, "
+                       "wall 0.1). kl = F + log Z, its standard error from eval_samples Monte Carlo samples, "
+                       "for the best of `restarts` initialisations by the free energy on other samples "
                        "(restart_kls: every restart's KL on those samples).",
-        "command": command or "flowlib.figure3.run (called from Python)",
+        "command": command or "flowlib.experiments.figure3.run (called from Python)",
         "git_commit": git_commit(_SOURCES) or "unknown",
         "machine": _machine(),
         "load_average_start": load_start,
@@ -295,9 +296,9 @@ def plot_fits(results: dict, flows: dict, columns, targets=None, n: int = 150):
     printed inside its panel rather than in a title."""
     import matplotlib.pyplot as plt
 
-    from .book.style import MAX_WIDTH
-    from .grid import Grid2D
-    from .plotting import plot_energy, plot_flow_density
+    from ..book.plotting import plot_energy, plot_flow_density
+    from ..book.style import MAX_WIDTH
+    from ..twod.grid import Grid2D
 
     targets = list(targets or results["config"]["targets"])
     kl = {f["key"]: f["kl"] for f in results["fits"]}
@@ -335,7 +336,7 @@ def plot_kl(results: dict, flows=("planar", "radial", "nice"), targets=None, x: 
     import matplotlib.pyplot as plt
     from matplotlib import ticker
 
-    from .book.style import MAX_WIDTH
+    from ..book.style import MAX_WIDTH
 
     targets = list(targets or results["config"]["targets"])
     ncols = min(2, len(targets))

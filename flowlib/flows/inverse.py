@@ -19,8 +19,8 @@ import math
 
 import torch
 
-from .flows import Planar, Sequential
-from .flows.base import Flow
+from . import Planar, Sequential
+from .base import Flow
 
 __all__ = ["solve_planar", "planar_inverse", "flow_inverse", "log_density"]
 

@@ -1,21 +1,22 @@
-"""The experiment behind the chapter "Looking at the posterior": VAEs with a two-dimensional latent
+r"""The experiment behind the chapter "Looking at the posterior": VAEs with a two-dimensional latent
 space on statically binarized MNIST, where the true posterior can be computed on a grid
-(:mod:`flowlib.posterior_grid`)::
+(:mod:`flowlib.twod.posterior_grid`)::
 
-    python -m flowlib.posterior2d run --out results/posterior2d --runs runs/posterior2d --threads 1
+    python -m flowlib.experiments.posterior2d run --out results/posterior2d --runs runs/posterior2d \
+        --threads 1
 
 One protocol (:data:`PROTOCOL`), seed 0, four stages, each resumable:
 
-A. **Joint training** (:func:`flowlib.train.train`) of two VAEs: no flow (the *base*), and a
+A. **Joint training** (:func:`flowlib.training.loop.train`) of two VAEs: no flow (the *base*), and a
    *static* planar flow (the sampling experiment).
 B. **Amortized approximations of one posterior.** The base decoder and the encoder's hidden layers
    are frozen; for each family of :data:`FAMILIES` the Gaussian output layer (started from the
    base's) and an amortized flow on the encoder's features, acting on the whitened noise
-   (:class:`~flowlib.whitened.WhitenedFlowVAE`), are trained to maximise the ELBO. With
+   (:class:`~flowlib.model.whitened.WhitenedFlowVAE`), are trained to maximise the ELBO. With
    the decoder fixed, ``log p(x)`` is fixed and the ELBO gain is exactly a drop of the mean
    ``KL(q || p(z | x))``: every column of the chapter targets the same true posterior.
 C. **Per-digit fits**: for the chosen test digits, a static flow of each family (then a diagonal
-   affine map) is fitted to that one posterior by reverse KL (:func:`flowlib.fit.fit_reverse_kl`),
+   affine map) is fitted to that one posterior by reverse KL (:func:`flowlib.twod.fit.fit_reverse_kl`),
    started at the posterior's mode on the coarse grid: no amortization, the family's own limit
    (near that mode: reverse KL does not jump between modes).
 D. **Evaluation**: grid evidence and KLs on 500 random test digits, the chosen digits' grid and
@@ -36,11 +37,15 @@ import time
 import torch
 from tqdm.auto import tqdm
 
-from .checkpoint import atomic_save, atomic_write_json, load_checkpoint
-from .flows import Sequential
-from .flows.base import Flow
-from .grid import Grid2D
-from .posterior_grid import (
+from ..flows import Sequential
+from ..flows.base import Flow
+from ..flows.registry import build_flow
+from ..model.vae import VAE, log_standard_normal
+from ..model.whitened import WhitenedFlowVAE
+from ..training.checkpoint import atomic_save, atomic_write_json, load_checkpoint
+from ..training.seeding import seed_everything
+from ..twod.grid import Grid2D
+from ..twod.posterior_grid import (
     aggregate_log_q,
     grid_evidence,
     grid_kl,
@@ -50,15 +55,11 @@ from .posterior_grid import (
     posterior_box,
     posterior_on_grid,
 )
-from .posteriors import build_flow
-from .seeding import seed_everything
-from .vae import VAE, log_standard_normal
-from .whitened import WhitenedFlowVAE
 
 __all__ = ["PROTOCOL", "FAMILIES", "DiagonalAffine", "binarized_test_labels", "load_results",
            "digit_box", "digit_report", "sampling_report", "run", "main"]
 
-# Stage A: every jointly trained VAE (flowlib.train config keys).
+# Stage A: every jointly trained VAE (flowlib.training.loop config keys).
 PROTOCOL = {
     "data": "binarized-mnist", "binarize": "static", "latent_dim": 2, "hidden": [200, 200], "arch": "mlp",
     "batch_size": 100, "optimizer": "adam", "lr": 1e-3, "warmup": 5, "epochs": 20, "patience": 20,
@@ -102,7 +103,7 @@ def binarized_test_labels(check: int = 200) -> torch.Tensor:
     The file holds the MNIST test images sorted by class (its class blocks have exactly the sizes
     of MNIST's test classes), so image ``i`` gets the class of its block. ``check`` random images
     are matched to their most likely grey MNIST test image (Bernoulli likelihood) to confirm it."""
-    from .data import load
+    from ..data import load
 
     xb, _ = load("binarized-mnist", "test")
     xm, y = load("mnist", "test")
@@ -128,14 +129,14 @@ def _train_config(name: str, out) -> dict:
 
 
 def _vae(config: dict) -> VAE:
-    from .train import build_model
+    from ..training.loop import build_model
 
     return build_model(config)
 
 
 def _approximation_model(base: VAE, family: str) -> VAE:
     """A VAE with the base's weights and a fresh flow of ``family``, amortized on ``h`` and acting
-    on the whitened noise (:class:`~flowlib.whitened.WhitenedFlowVAE`)."""
+    on the whitened noise (:class:`~flowlib.model.whitened.WhitenedFlowVAE`)."""
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {tuple(FAMILIES)}, got {family!r}")
     name, length = FAMILIES[family]
@@ -172,7 +173,7 @@ def load_results(folder) -> dict:
                  "aggregate.npz"):
         if not (folder / name).is_file():
             raise FileNotFoundError(f"load_results: missing {folder / name}; run "
-                                    f"`python -m flowlib.posterior2d run --out {folder}`")
+                                    f"`python -m flowlib.experiments.posterior2d run --out {folder}`")
     out = {"metrics": json.loads((folder / "metrics.json").read_text())}
     for key, name in (("base", "base.pt"), ("static", "static-planar.pt")):
         state = load_checkpoint(folder / name)
@@ -205,7 +206,7 @@ def load_results(folder) -> dict:
 
 def train_approximation(base: VAE, family: str, train_x, valid_x, progress: bool = True):
     """Stage B for one family; returns the model and its per-epoch validation ELBO."""
-    from .train import mean_elbo
+    from ..training.loop import mean_elbo
 
     seed_everything(PROTOCOL["seed"])
     model = _approximation_model(base, family)
@@ -238,7 +239,7 @@ def fit_digit(base: VAE, x: torch.Tensor, family: str, mean: torch.Tensor, log_v
     """Stage C: a static flow of ``family`` fitted to ``p(z | x)`` alone by reverse KL; as in
     stage B the flow acts on unit-scale noise and a diagonal affine map comes last, started at
     ``N(mean, diag exp(log_var))``. Reverse KL seeks one mode: the start decides which."""
-    from .fit import fit_reverse_kl
+    from ..twod.fit import fit_reverse_kl
 
     seed_everything(PROTOCOL["seed"])
     flow = _fit_flow(family)
@@ -266,7 +267,7 @@ def _approximations(approximations: dict, fits: dict | None) -> dict:
 
 def _samplers(x: torch.Tensor, qs: dict, seed: int) -> dict:
     """``{key: n -> (z, log q(z))}``: the amortized posteriors of ``x``, or the fitted flows."""
-    from .fit import sample
+    from ..twod.fit import sample
 
     samplers = {}
     for i, (key, q) in enumerate(qs.items()):
@@ -281,7 +282,7 @@ def _samplers(x: torch.Tensor, qs: dict, seed: int) -> dict:
 def digit_box(x: torch.Tensor, coarse: Grid2D, log_post_coarse: torch.Tensor, approximations: dict,
               fits: dict | None = None, seed: int = 0) -> Grid2D:
     """The grid of one image: the region of its posterior on ``coarse`` joined with samples of
-    every approximation (:func:`flowlib.posterior_grid.posterior_box`)."""
+    every approximation (:func:`flowlib.twod.posterior_grid.posterior_box`)."""
     seed_everything(seed)
     samplers = _samplers(x, _approximations(approximations, fits), seed)
     extra = torch.cat([s(EVAL["box_samples"])[0] for s in samplers.values()])
@@ -361,7 +362,7 @@ def sampling_report(model: VAE, X: torch.Tensor, grid: Grid2D, n_prior: int = 10
 def _machine() -> dict:
     import os
 
-    from .train import machine
+    from ..training.loop import machine
 
     return {**machine(), "load_average": os.getloadavg()}
 
@@ -370,8 +371,8 @@ def run(out="results/posterior2d", runs="runs/posterior2d", progress: bool = Tru
     """All four stages; writes the results into ``out`` and returns ``metrics``."""
     import numpy as np
 
-    from .fit import sample
-    from .train import load_split, train
+    from ..training.loop import load_split, train
+    from ..twod.fit import sample
 
     out, runs = pathlib.Path(out), pathlib.Path(runs)
     out.mkdir(parents=True, exist_ok=True)
@@ -539,7 +540,8 @@ def run(out="results/posterior2d", runs="runs/posterior2d", progress: bool = Tru
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m flowlib.posterior2d", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m flowlib.experiments.posterior2d",
+                                description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="train, fit and evaluate (resumable)")
     r.add_argument("--out", type=pathlib.Path, default=pathlib.Path("results/posterior2d"))

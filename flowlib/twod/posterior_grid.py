@@ -17,7 +17,7 @@ and then ``KL(q || p(z | x))`` on the grid. Or, from ``q``'s own samples, with n
 
 Planar layers have no closed-form inverse, but one layer moves ``z`` along ``u_hat`` only, so its
 inverse is a monotone equation in one unknown, solved by safeguarded Newton
-(:func:`flowlib.inverse.flow_inverse`).
+(:func:`flowlib.flows.inverse.flow_inverse`).
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .flows.base import Flow
+from ..flows.base import Flow
+from ..flows.inverse import flow_inverse
+from ..model.vae import VAE, log_diag_normal, log_standard_normal
 from .grid import Grid2D
-from .inverse import flow_inverse
-from .vae import VAE, log_diag_normal, log_standard_normal
 
 __all__ = [
     "log_joint",
@@ -156,8 +156,8 @@ def posterior_box(grid: Grid2D, log_post: torch.Tensor, *, drop: float = 20.0,
 @torch.no_grad()
 def log_q(model: VAE, x: torch.Tensor, z: torch.Tensor, flow: Flow | None = None) -> torch.Tensor:
     """``log q_K(z | x)`` at the points ``z`` (``(M, 2)``) for one image ``x``, in float64 (eq. 6),
-    for a :class:`~flowlib.vae.VAE` (flow after the affine map) or a
-    :class:`~flowlib.whitened.WhitenedFlowVAE` (flow before it).
+    for a :class:`~flowlib.model.vae.VAE` (flow after the affine map) or a
+    :class:`~flowlib.model.whitened.WhitenedFlowVAE` (flow before it).
 
     ``flow`` replaces the model's own (e.g. a flow fitted to this one image: then ``x``'s
     Gaussian is replaced by ``N(0, I)`` and ``flow`` must be static)."""

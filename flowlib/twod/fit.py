@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .flows.base import Flow
+from ..flows.base import Flow
 
 __all__ = [
     "FitResult",

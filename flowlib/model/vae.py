@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..flows.base import Flow, check_inputs
 from .encoders import Decoder, Encoder
-from .flows.base import Flow, check_inputs
 
 __all__ = ["VAE", "ELBO"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..flows.iaf import IAF
+from ...flows.iaf import IAF
 from ._answers import call_answer as call_reader
 from ._mistakes import check_with_mistakes
 from .feedback import ExerciseError

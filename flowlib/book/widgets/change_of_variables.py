@@ -18,7 +18,7 @@ import math
 
 import torch
 
-from ..grid import Grid2D
+from ...twod.grid import Grid2D
 
 __all__ = ["Map2D", "MAPS", "log_density", "plot_pushforward", "pushforward_widget"]
 
@@ -56,7 +56,7 @@ class Map2D:
         return self._inverse(y, self.strength)
 
     def __call__(self, x: torch.Tensor, context=None):
-        """Same as :meth:`forward`; the signature of a flowlib flow, for :mod:`flowlib.jacobian`."""
+        """Same as :meth:`forward`; the signature of a flowlib flow, for :mod:`flowlib.twod.jacobian`."""
         return self.forward(x)
 
     def __repr__(self) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..flows.pcpmap import PCPMap
+from ...flows.pcpmap import PCPMap
 from ._answers import call_answer as call_reader
 from ._mistakes import check_with_mistakes
 from .feedback import ExerciseError, passed

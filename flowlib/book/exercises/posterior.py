@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from ..grid import Grid2D
+from ...twod.grid import Grid2D
 from ._answers import call_answer
 from .feedback import ExerciseError, check_close
 
