@@ -63,10 +63,14 @@ PEERS = ("normflows", "pyro", "nflows", "zuko")
 
 
 def flowlib_stacks(package: str = "flowlib"):
-    build_flow = importlib.import_module(f"{package}.posteriors").build_flow
+    try:
+        build = importlib.import_module(f"{package}.flows.registry").build
+    except ModuleNotFoundError:  # a copy of flowlib from before the registry (flowlib/posteriors.py)
+        old = importlib.import_module(f"{package}.posteriors").build_flow
+        build = lambda name, dim, length, hidden=None: old(name, length, dim, None, iaf_hidden=hidden or 320)
     out = {}
     for stack, (name, k) in zip(STACKS, [("planar", 10), ("radial", 10), ("householder", 40), ("iaf", 4)]):
-        flow = build_flow(name, k, DIM, None, iaf_hidden=320)
+        flow = build(name, DIM, length=k, **({"hidden": 320} if name == "iaf" else {}))
         out[stack] = (flow, flow)
     return out
 

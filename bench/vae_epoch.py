@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from flowlib.data import load
-from flowlib.flows.registry import build_flow
+from flowlib.flows.registry import build
 from flowlib.model.vae import VAE
 
 LOG_2PI = math.log(2 * math.pi)
@@ -75,7 +75,7 @@ def main():
         ("flowlib, IAF 4 steps", "iaf", 4),
         ("flowlib, PCP-Map K=1", "pcpmap", 1),
     ]:
-        vae = VAE(784, 40, (300, 300), build_flow(name, k, 40, 300))
+        vae = VAE(784, 40, (300, 300), build(name, 40, context_dim=300, length=k))
         models[label] = (lambda x, vae=vae: vae.elbo(x).loss(), vae.parameters)
     times = {label: [] for label in models}
     for loss_fn, params in models.values():  # warm-up

@@ -9,13 +9,9 @@ float32: the flow run in float32 against the float64 brute-force reference at th
 from __future__ import annotations
 
 import argparse
-import pathlib
-import sys
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests"))
-from flow_cases import CASES, DIMS, build  # noqa: E402
-
-from flowlib.twod.jacobian import autograd_logdet  # noqa: E402
+from flowlib.flows.testing import CASES, DIMS, case
+from flowlib.twod.jacobian import autograd_logdet
 
 
 def main() -> None:
@@ -29,7 +25,7 @@ def main() -> None:
         for seed in range(args.seeds):
             for dim in DIMS:
                 for amortized in (False, True):
-                    flow, z, context = build(name, dim, amortized, seed=seed)
+                    flow, z, context = case(name, dim, amortized, seed=seed)
                     reference = autograd_logdet(flow, z, context)
                     err64 = max(err64, (flow(z, context)[1] - reference).abs().max().item())
                     c32 = None if context is None else context.float()

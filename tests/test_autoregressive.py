@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from flow_cases import perturb_
 
 from flowlib.flows import IAF, MADE, Reverse, Sequential
+from flowlib.flows.testing import perturb_
 from flowlib.twod.jacobian import batch_jacobian
 
 ORDERS = {"natural": lambda d: torch.arange(1, d + 1), "random": lambda d: torch.randperm(d) + 1}

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from flow_cases import CASES, build
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flowlib.flows import Planar, Radial, Sylvester
 from flowlib.flows.sylvester import orthogonalize
+from flowlib.flows.testing import CASES, case
 from flowlib.twod.jacobian import autograd_logdet
 
 raw = st.floats(min_value=-60, max_value=60, allow_nan=False)
@@ -97,7 +97,7 @@ def test_float32_finite_at_extreme_parameters(name, amortized, size):
     (Amortized flows get a smaller size: their parameters are sums over the context, and
     ``exp(s)`` of a scaling layer overflows float32 for ``s > 88`` by nature, not by formula.)
     """
-    flow, z, context = build(name, 4, amortized=amortized, dtype=torch.float32)
+    flow, z, context = case(name, 4, amortized=amortized, dtype=torch.float32)
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for p in flow.parameters():

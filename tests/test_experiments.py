@@ -10,7 +10,7 @@ import pytest
 
 from flowlib.experiments import tables as experiments
 from flowlib.flows import Sylvester
-from flowlib.flows.registry import build_flow
+from flowlib.flows.registry import build
 from flowlib.training import records as provenance
 from flowlib.training.loop import build_model
 
@@ -37,9 +37,9 @@ def test_every_mnist_row_builds_the_model_it_names(name):
 
 
 def test_sylvester_size_options_reach_the_layers():
-    flow = build_flow("sylvester", 2, 6, None, "orthogonal", sylvester_M=3)
+    flow = build("sylvester", 6, length=2, variant="orthogonal", M=3)
     assert all(isinstance(f, Sylvester) and f.M == 3 for f in flow.flows)
-    flow = build_flow("sylvester", 2, 6, None, "householder", sylvester_reflections=2)
+    flow = build("sylvester", 6, length=2, variant="householder", n_reflections=2)
     assert all(f.n_reflections == 2 for f in flow.flows)
 
 

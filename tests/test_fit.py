@@ -12,12 +12,12 @@ import sys
 import matplotlib
 import pytest
 import torch
-from flow_cases import perturb_
 
 from flowlib.book.plotting import plot_density, plot_energy, plot_flow_density, plot_samples
 from flowlib.experiments.figure3 import build, kl_table, load
 from flowlib.flows import Householder, Planar, Radial, Scale, Sequential
 from flowlib.flows.inverse import flow_inverse, log_density, planar_inverse
+from flowlib.flows.testing import perturb_
 from flowlib.twod.densities import BOXED, U1
 from flowlib.twod.fit import (
     annealing,

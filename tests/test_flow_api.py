@@ -7,15 +7,15 @@ import sys
 
 import pytest
 import torch
-from flow_cases import CASES, CONTEXT_DIM, build
 
 from flowlib.flows import IAF, MADE, Flow, Householder, Planar, Radial, Reverse, Scale, Sequential, Sylvester
+from flowlib.flows.testing import CASES, CONTEXT_DIM, case
 
 
 @pytest.mark.parametrize("name", list(CASES))
 @pytest.mark.parametrize("amortized", [False, True])
 def test_shapes_and_types(name, amortized):
-    flow, z, context = build(name, 3, amortized, dtype=torch.float32)
+    flow, z, context = case(name, 3, amortized, dtype=torch.float32)
     assert isinstance(flow, Flow) and flow.dim == 3
     assert flow.context_dim == (CONTEXT_DIM if amortized else None)
     out, logdet = flow(z, context)
@@ -26,7 +26,7 @@ def test_shapes_and_types(name, amortized):
 @pytest.mark.parametrize("name", list(CASES))
 @pytest.mark.parametrize("amortized", [False, True])
 def test_bad_inputs_raise_value_error_naming_the_shape(name, amortized):
-    flow, z, context = build(name, 3, amortized, dtype=torch.float32)
+    flow, z, context = case(name, 3, amortized, dtype=torch.float32)
     with pytest.raises(ValueError, match=r"\(B, 3\)"):
         flow(torch.randn(4, 2), context)  # wrong last dimension
     with pytest.raises(ValueError, match=r"\(B, 3\)"):

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from flow_cases import CASES, DIMS, INVERTIBLE, build
 
 from flowlib.flows import Planar
+from flowlib.flows.testing import CASES, DIMS, INVERTIBLE, case
 from flowlib.twod.jacobian import batch_jacobian, check_logdet
 
 PARAMS = [(name, dim, amortized) for name in CASES for dim in DIMS for amortized in (False, True)]
@@ -16,13 +16,13 @@ IDS = [f"{n}-d{d}-{'amortized' if a else 'static'}" for n, d, a in PARAMS]
 
 @pytest.mark.parametrize("name,dim,amortized", PARAMS, ids=IDS)
 def test_logdet_matches_autograd_float64(name, dim, amortized):
-    flow, z, context = build(name, dim, amortized)
+    flow, z, context = case(name, dim, amortized)
     check_logdet(flow, z, context, atol=1e-9, rtol=1e-9)
 
 
 @pytest.mark.parametrize("name,dim,amortized", PARAMS, ids=IDS)
 def test_samples_do_not_interact(name, dim, amortized):
-    flow, z, context = build(name, dim, amortized)
+    flow, z, context = case(name, dim, amortized)
     _, cross = batch_jacobian(flow, z, context, return_cross=True)
     assert cross == 0.0, f"output of one sample depends on another (max |d f_b / d z_c| = {cross:.2e})"
     # and the log-determinant of a sample does not change when others do
@@ -35,7 +35,7 @@ def test_samples_do_not_interact(name, dim, amortized):
 
 @pytest.mark.parametrize("name,dim,amortized", PARAMS, ids=IDS)
 def test_float32_close_to_float64(name, dim, amortized):
-    flow, z, context = build(name, dim, amortized)
+    flow, z, context = case(name, dim, amortized)
     out64, logdet64 = flow(z, context)
     flow32 = flow.float()
     out32, logdet32 = flow32(z.float(), None if context is None else context.float())
@@ -46,7 +46,7 @@ def test_float32_close_to_float64(name, dim, amortized):
 
 @pytest.mark.parametrize("name,dim,amortized", PARAMS, ids=IDS)
 def test_inverse(name, dim, amortized):
-    flow, z, context = build(name, dim, amortized)
+    flow, z, context = case(name, dim, amortized)
     y, logdet = flow(z, context)
     if name not in INVERTIBLE:
         with pytest.raises(NotImplementedError, match="inverse"):
@@ -60,7 +60,7 @@ def test_inverse(name, dim, amortized):
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_parameters_receive_finite_gradients(name):
-    flow, z, context = build(name, 3, amortized=True, dtype=torch.float32)
+    flow, z, context = case(name, 3, amortized=True, dtype=torch.float32)
     z.requires_grad_(True)
     if context is not None:
         context.requires_grad_(True)

@@ -15,7 +15,7 @@ from flowlib.book.exercises.posterior import check_grid_posterior, check_typical
 from flowlib.experiments import posterior2d as P
 from flowlib.flows import IAF, PCPMap, Planar, Radial, Reverse, Sequential
 from flowlib.flows.inverse import flow_inverse
-from flowlib.flows.registry import build_flow
+from flowlib.flows.registry import build
 from flowlib.model.vae import VAE, log_diag_normal
 from flowlib.model.whitened import WhitenedFlowVAE
 from flowlib.twod.grid import Grid2D
@@ -77,7 +77,7 @@ def test_flow_inverse_undoes_every_invertible_family(amortized):
 @pytest.mark.parametrize("cls", [VAE, WhitenedFlowVAE])
 @pytest.mark.parametrize("family", ["none", "planar", "radial", "iaf", "pcpmap"])
 def test_log_q_at_samples_equals_the_forward_density_and_integrates_to_one(family, cls):
-    flow = None if family == "none" else build_flow(family, 2, 2, 16, iaf_hidden=16)
+    flow = build(family, 2, context_dim=16, length=2, **({"hidden": 16} if family == "iaf" else {}))
     model = _vae(flow, cls=cls)
     if flow is not None:
         _perturb(model.flow, 0.3)
@@ -147,12 +147,12 @@ def test_posterior_box_covers_the_extra_points_and_the_grid_rejects_bad_models()
     with pytest.raises(ValueError, match=r"\(M, 2\)"):
         log_joint(VAE(784, 2, (8,)), _x(1).float(), torch.zeros(4, 3))
     with pytest.raises(ValueError, match="static flow"):
-        aggregate_log_q(_vae(build_flow("planar", 1, 2, 16)), _x(2), coarse.points)
+        aggregate_log_q(_vae(build("planar", 2, context_dim=16)), _x(2), coarse.points)
 
 
 @pytest.mark.parametrize("flow", [None, "static-planar"])
 def test_aggregate_posterior_is_the_mean_of_the_posteriors(flow):
-    f = None if flow is None else _perturb(build_flow("planar", 3, 2, None), 0.5)
+    f = None if flow is None else _perturb(build("planar", 2, length=3), 0.5)
     model = _vae(f)
     x = _x(5, seed=3)
     z = torch.randn(50, 2, dtype=torch.float64)

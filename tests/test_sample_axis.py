@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from flow_cases import CASES, INVERTIBLE, build
 
 from flowlib.flows import MADE, Flow, ParameterSource, PCPMap, Planar, Sequential, Sylvester
-from flowlib.flows.registry import FLOWS, build_flow
+from flowlib.flows.registry import FLOWS, build
+from flowlib.flows.testing import CASES, INVERTIBLE, case
 from flowlib.model.vae import VAE
 
 S = 3
@@ -18,7 +18,7 @@ S = 3
 @pytest.mark.parametrize("name", list(CASES))
 @pytest.mark.parametrize("amortized", [False, True])
 def test_a_sample_axis_equals_separate_calls(name, amortized):
-    flow, z, context = build(name, 3, amortized)
+    flow, z, context = case(name, 3, amortized)
     assert flow.sample_axis
     zs = z + torch.randn(S, *z.shape, dtype=z.dtype, generator=torch.Generator().manual_seed(5))
     out, logdet = flow(zs, context)
@@ -32,7 +32,7 @@ def test_a_sample_axis_equals_separate_calls(name, amortized):
 @pytest.mark.parametrize("name", sorted(INVERTIBLE))
 @pytest.mark.parametrize("amortized", [False, True])
 def test_inverse_with_a_sample_axis_equals_separate_calls(name, amortized):
-    flow, z, context = build(name, 3, amortized)
+    flow, z, context = case(name, 3, amortized)
     zs = z + torch.randn(S, *z.shape, dtype=z.dtype, generator=torch.Generator().manual_seed(5))
     if name in ("pcpmap", "mixed_stack"):  # PCP-Map's Newton solver takes (B, dim) only
         with pytest.raises(ValueError, match=r"\(B, 3\)"):
@@ -93,7 +93,8 @@ def _vaes():
 def test_importance_sampling_shares_parameters_and_equals_per_sample_calls(label, name, variant, amortized,
                                                                           monkeypatch):
     torch.manual_seed(0)
-    flow = build_flow(name, 3, 4, 16 if amortized else None, variant, iaf_hidden=16)
+    options = {"iaf": {"hidden": 16}, "sylvester": {"variant": variant}}.get(name, {})
+    flow = build(name, 4, context_dim=16 if amortized else None, length=3, **options)
     vae = VAE(z_dim=4, hidden=(16,), flow=flow).double()
     with torch.no_grad():
         for p in vae.flow.parameters():

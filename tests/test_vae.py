@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from flowlib.flows import Planar
-from flowlib.flows.registry import FLOWS, build_flow
+from flowlib.flows.registry import FLOWS, build
 from flowlib.model.vae import VAE, log_diag_normal, log_standard_normal
 
 
@@ -71,7 +71,8 @@ def test_log_q_of_a_flow_posterior_is_the_base_density_minus_the_logdet():
 @pytest.mark.parametrize("amortized", [False, True])
 def test_every_posterior_family_trains_one_step(name, amortized):
     torch.manual_seed(0)
-    flow = build_flow(name, 2, 4, 32 if amortized else None, iaf_hidden=16)
+    options = {"hidden": 16} if name == "iaf" else {}
+    flow = build(name, 4, context_dim=32 if amortized else None, length=2, **options)
     vae = VAE(z_dim=4, hidden=(32,), flow=flow)
     loss = vae.elbo(_x()).loss(beta=0.5)
     loss.backward()
@@ -89,6 +90,6 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="arch"):
         VAE(z_dim=2, arch="resnet")
     with pytest.raises(ValueError, match="flow must be one of"):
-        build_flow("maf", 2, 4, None)
+        build("maf", 4, length=2)
     with pytest.raises(ValueError, match="k must be"):
         VAE(z_dim=2, hidden=(8,)).log_likelihood(_x(2), k=0)

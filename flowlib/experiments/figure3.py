@@ -28,7 +28,7 @@ import time
 
 import torch
 
-from ..flows import AdditiveCoupling, Planar, Radial, Scale, Sequential
+from ..flows import Sequential, registry
 from ..training.records import git_commit
 from ..twod.densities import BOXED
 from ..twod.fit import FitResult, _check_fit_args, _minimise, free_energy, kl_estimate
@@ -37,21 +37,10 @@ __all__ = ["FLOWS", "DEFAULTS", "build", "fit_together", "run", "load", "kl_tabl
            "markdown_table", "plot_fits", "plot_kl"]
 
 
-def _planar(K):
-    return Sequential(*[Planar(2) for _ in range(K)])
-
-
-def _radial(K):
-    return Sequential(*[Radial(2) for _ in range(K)])
-
-
-def _nice(K):
-    """K additive couplings that alternate the kept coordinate (in 2-D, the permutation
-    between couplings is the swap), then NICE's diagonal scaling (Dinh et al. 2014)."""
-    return Sequential(*[AdditiveCoupling(2, hidden=16, swap=bool(k % 2)) for k in range(K)], Scale(2))
-
-
-FLOWS = {"planar": _planar, "radial": _radial, "nice": _nice}
+# The registry's options of each flow of the figure: NICE is K additive couplings of width 16 that
+# alternate the kept coordinate (in 2-D, the permutation between couplings is the swap), then its
+# diagonal scaling (Dinh et al. 2014).
+FLOWS = {"planar": {}, "radial": {}, "nice": {"hidden": 16}}
 
 DEFAULTS = {
     "flows": ["planar", "radial", "nice"],
@@ -76,7 +65,7 @@ def build(flow: str, K: int) -> Sequential:
         raise ValueError(f"unknown flow {flow!r}; expected one of {sorted(FLOWS)}")
     if isinstance(K, bool) or not isinstance(K, int) or K < 1:
         raise ValueError(f"K must be a positive int, got {K!r}")
-    return FLOWS[flow](K)
+    return registry.build(flow, 2, length=K, **FLOWS[flow])
 
 
 def fit_together(flows: list, energies: list, *, steps: int, batch_size: int = 256, lr: float = 1e-3,

@@ -25,7 +25,7 @@ import time
 
 import torch
 
-from ..flows import IAF, PCPMap, Planar, Reverse, Scale, Sequential
+from ..flows import Sequential, registry
 from ..training.records import git_commit
 from ..twod import densities
 from ..twod.fit import fit_reverse_kl, free_energy
@@ -34,19 +34,17 @@ __all__ = ["FLOWS", "DEFAULTS", "build", "n_parameters", "targets", "run", "load
 
 
 def _iaf(K: int, hidden: int):
-    layers = [Scale(2)]
-    for k in range(K):
-        layers.append(IAF(2, hidden=hidden, n_layers=1))
-        if k < K - 1:
-            layers.append(Reverse(2))  # reverse the variable order between steps (Kingma et al. 2016)
-    return Sequential(*layers)
+    """A scaling layer, then the registry's IAF: K steps (one hidden layer of MADE width ``hidden``)
+    with the variable order reversed between steps (Kingma et al. 2016)."""
+    scale = registry.layer("scale", 2)  # built first: the parameters are drawn in the same order as before
+    return Sequential(scale, *registry.build("iaf", 2, length=K, hidden=hidden, n_layers=1).flows)
 
 
 FLOWS = {
-    "planar-32": lambda: Sequential(*[Planar(2) for _ in range(32)]),
+    "planar-32": lambda: registry.build("planar", 2, length=32),
     "iaf-4": lambda: _iaf(4, hidden=8),
     "iaf-8": lambda: _iaf(8, hidden=16),
-    "pcpmap": lambda: PCPMap(2, hidden=32, n_layers=2),
+    "pcpmap": lambda: registry.layer("pcpmap", 2, hidden=32, n_layers=2),
 }
 
 DEFAULTS = {

@@ -37,9 +37,8 @@ import time
 import torch
 from tqdm.auto import tqdm
 
-from ..flows import Sequential
+from ..flows import Sequential, registry
 from ..flows.base import Flow
-from ..flows.registry import build_flow
 from ..model.vae import VAE, log_standard_normal
 from ..model.whitened import WhitenedFlowVAE
 from ..training.checkpoint import atomic_save, atomic_write_json, load_checkpoint
@@ -139,9 +138,7 @@ def _approximation_model(base: VAE, family: str) -> VAE:
     on the whitened noise (:class:`~flowlib.model.whitened.WhitenedFlowVAE`)."""
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {tuple(FAMILIES)}, got {family!r}")
-    name, length = FAMILIES[family]
-    flow = None if name == "none" else \
-        build_flow(name, length, 2, base.h_dim, iaf_hidden=APPROX["iaf_hidden"])
+    flow = _family_flow(family, base.h_dim)
     model = WhitenedFlowVAE(784, 2, tuple(PROTOCOL["hidden"]), flow)
     missing, unexpected = model.load_state_dict(base.state_dict(), strict=False)
     assert not unexpected and all(k.startswith("flow.") for k in missing), (missing, unexpected)
@@ -154,11 +151,16 @@ def _trained_part(model: VAE) -> dict:
             if k.startswith(("encoder.mu.", "encoder.log_var.", "flow."))}
 
 
-def _fit_flow(family: str) -> Sequential:
+def _family_flow(family: str, context_dim: int | None) -> Sequential | None:
+    """The flow of ``family`` on the 2-D latent space, from the registry (None for the Gaussian)."""
     name, length = FAMILIES[family]
-    layers = [] if name == "none" else list(build_flow(name, length, 2, None,
-                                                       iaf_hidden=APPROX["iaf_hidden"]).flows)
-    return Sequential(*layers, DiagonalAffine(2))
+    options = {"hidden": APPROX["iaf_hidden"]} if name == "iaf" else {}
+    return registry.build(name, 2, context_dim=context_dim, length=length, **options)
+
+
+def _fit_flow(family: str) -> Sequential:
+    flow = _family_flow(family, None)
+    return Sequential(*([] if flow is None else flow.flows), DiagonalAffine(2))
 
 
 def load_results(folder) -> dict:

@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import data as datasets
-from ..flows.registry import build_flow
+from ..flows.registry import build
 from ..model.vae import VAE
 from .checkpoint import atomic_save, atomic_write_json, load_checkpoint
 from .records import git_commit
@@ -37,18 +37,20 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint was kept."""
 
 
+def flow_options(config: dict) -> dict:
+    """The registry options (:func:`flowlib.flows.registry.build`) a run's config sets for its flow."""
+    if config["flow"] != "sylvester":
+        return {}
+    return {"variant": config["sylvester_variant"], "M": config.get("sylvester_M"),
+            "n_reflections": config.get("sylvester_reflections")}
+
+
 def build_model(config: dict) -> VAE:
     """The VAE described by a run's config (the keys of ``MODEL_KEYS``)."""
     hidden = tuple(config["hidden"])
     h_dim = 256 if config["arch"] == "conv" else hidden[-1]
-    flow = build_flow(
-        config["flow"],
-        config["flow_length"],
-        config["latent_dim"],
-        h_dim if config["amortized"] else None,
-        config["sylvester_variant"],
-        **{k: config.get(k) for k in OPTIONAL_MODEL_KEYS},
-    )
+    flow = build(config["flow"], config["latent_dim"], context_dim=h_dim if config["amortized"] else None,
+                 length=config["flow_length"], **flow_options(config))
     return VAE(784, config["latent_dim"], hidden, flow, config["arch"])
 
 

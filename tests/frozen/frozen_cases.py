@@ -12,7 +12,7 @@ import torch
 
 from flowlib.data import data_root
 from flowlib.experiments import tables as experiments
-from flowlib.flows.registry import FLOWS, build_flow
+from flowlib.flows.registry import FLOWS, build
 from flowlib.training.loop import build_model
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -36,14 +36,16 @@ def _row_configs():
 def state_dict_shapes() -> dict:
     """``{model name: {state-dict key: shape}}`` for every experiment row's VAE, every registry
     flow (static and amortized, every Sylvester variant) and every flow of the test harness."""
-    from flow_cases import CASES, CONTEXT_DIM
+    from flowlib.flows.testing import CASES, CONTEXT_DIM
 
     out = {f"row/{name}": _shapes(build_model(config)) for name, config in _row_configs()}
     for name in FLOWS[1:]:
         for c in (None, 7):
             for variant in ("orthogonal", "householder", "triangular") if name == "sylvester" else ("",):
-                flow = build_flow(name, 3, 5, c, variant or "orthogonal", iaf_hidden=16, sylvester_M=3,
-                                  sylvester_reflections=2)
+                options = {"iaf": {"hidden": 16},
+                           "sylvester": {"variant": variant, "M": 3 if variant == "orthogonal" else None,
+                                         "n_reflections": 2}}.get(name, {})
+                flow = build(name, 5, context_dim=c, length=3, **options)
                 out[f"registry/{name}{'-' + variant if variant else ''}-{'amortized' if c else 'static'}"] = (
                     _shapes(flow))
     for name, make in CASES.items():
