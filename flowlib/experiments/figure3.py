@@ -23,13 +23,12 @@ import json
 import math
 import os
 import pathlib
-import platform
 import time
 
 import torch
 
 from ..flows import Sequential, registry
-from ..training.records import git_commit
+from ..training.records import write_results
 from ..twod.densities import BOXED
 from ..twod.fit import FitResult, _check_fit_args, _minimise, free_energy, kl_estimate
 
@@ -116,12 +115,6 @@ _SOURCES = ("flowlib/experiments/figure3.py", "flowlib/twod/fit.py", "flowlib/tw
             *(f"flowlib/flows/{m}.py" for m in ("base", "planar", "radial", "nice", "nets", "sequential")))
 
 
-def _machine() -> dict:
-    from ..training.loop import machine
-
-    return {**machine(), "python": platform.python_version()}
-
-
 def _load() -> list[float] | None:
     try:
         return [round(x, 2) for x in os.getloadavg()]
@@ -205,9 +198,6 @@ def run(out, *, flows=None, K=None, targets=None, steps=None, batch_size=None, l
                        "wall 0.1). kl = F + log Z, its standard error from eval_samples Monte Carlo samples, "
                        "for the best of `restarts` initialisations by the free energy on other samples "
                        "(restart_kls: every restart's KL on those samples).",
-        "command": command or "flowlib.experiments.figure3.run (called from Python)",
-        "git_commit": git_commit(_SOURCES) or "unknown",
-        "machine": _machine(),
         "load_average_start": load_start,
         "load_average_end": _load(),
         "total_seconds": round(time.perf_counter() - started, 1),
@@ -215,9 +205,8 @@ def run(out, *, flows=None, K=None, targets=None, steps=None, batch_size=None, l
         "config": config,
         "fits": fits,
     }
-    (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
-    torch.save(states, out / "states.pt")
-    return results
+    command = command or "flowlib.experiments.figure3.run (called from Python)"
+    return write_results(out, results, command=command, states=states, sources=_SOURCES)
 
 
 def load(folder) -> tuple[dict, dict]:

@@ -26,7 +26,7 @@ import time
 import torch
 
 from ..flows import Sequential, registry
-from ..training.records import git_commit
+from ..training.records import write_results
 from ..twod import densities
 from ..twod.fit import fit_reverse_kl, free_energy
 
@@ -120,13 +120,8 @@ def run(out, *, flows=None, target_names=None, steps=None, batch_size=None, lr=N
             states[key] = {k: v.detach().clone() for k, v in flow.state_dict().items()}
             kl = "" if log_Z is None else f", KL = {F + log_Z:.3f}"
             print(f"{key:18s} F = {F:.3f} +- {se:.3f}{kl}  ({seconds:.0f} s)", flush=True)
-    from ..training.loop import machine
-
-    results = {"config": cfg, "command": command, "git_commit": git_commit(), "machine": machine(),
-               "boxed_targets": getattr(densities, "BOXED", None) is not None, "fits": fits}
-    (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
-    torch.save(states, out / "states.pt")
-    return results
+    results = {"config": cfg, "boxed_targets": getattr(densities, "BOXED", None) is not None, "fits": fits}
+    return write_results(out, results, command=command, states=states)
 
 
 def load(folder=None) -> tuple[dict, dict]:

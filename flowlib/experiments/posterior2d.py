@@ -30,7 +30,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import pathlib
+import shlex
 import sys
 import time
 
@@ -42,6 +44,7 @@ from ..flows.base import Flow
 from ..model.vae import VAE, log_standard_normal
 from ..model.whitened import WhitenedFlowVAE
 from ..training.checkpoint import atomic_save, atomic_write_json, load_checkpoint
+from ..training.records import write_results
 from ..training.seeding import seed_everything
 from ..twod.grid import Grid2D
 from ..twod.posterior_grid import (
@@ -361,16 +364,17 @@ def sampling_report(model: VAE, X: torch.Tensor, grid: Grid2D, n_prior: int = 10
 # ------------------------------------------------------------------ the command
 
 
-def _machine() -> dict:
-    import os
+def _load_average() -> list[float] | None:
+    try:
+        return list(os.getloadavg())
+    except OSError:
+        return None
 
-    from ..training.loop import machine
 
-    return {**machine(), "load_average": os.getloadavg()}
-
-
-def run(out="results/posterior2d", runs="runs/posterior2d", progress: bool = True) -> dict:
-    """All four stages; writes the results into ``out`` and returns ``metrics``."""
+def run(out="results/posterior2d", runs="runs/posterior2d", progress: bool = True,
+        command: str | None = None) -> dict:
+    """All four stages; writes the results into ``out`` (``metrics.json`` with the command, the
+    commit and the machine: :func:`flowlib.training.records.write_results`) and returns ``metrics``."""
     import numpy as np
 
     from ..training.loop import load_split, train
@@ -382,7 +386,7 @@ def run(out="results/posterior2d", runs="runs/posterior2d", progress: bool = Tru
     t_start = time.perf_counter()
     metrics = {"protocol": {"train": PROTOCOL, "joint": JOINT, "families": FAMILIES, "approx": APPROX,
                             "fit": FIT, "eval": EVAL},
-               "machine": _machine(), "seconds": {}}
+               "load_average": _load_average(), "seconds": {}}
 
     # A. joint training
     models = {}
@@ -535,8 +539,9 @@ def run(out="results/posterior2d", runs="runs/posterior2d", progress: bool = Tru
     tmp.replace(out / "aggregate.npz")
     metrics["seconds"]["D3:sampling"] = time.perf_counter() - t0
     metrics["seconds"]["total"] = time.perf_counter() - t_start
-    metrics["machine"]["load_average_end"] = _machine()["load_average"]
-    atomic_write_json(metrics, out / "metrics.json")
+    metrics["load_average_end"] = _load_average()
+    command = command or "flowlib.experiments.posterior2d.run (called from Python)"
+    metrics = write_results(out, metrics, command=command, name="metrics.json")
     say(f"done in {metrics['seconds']['total']:.0f} s", flush=True)
     return metrics
 
@@ -554,7 +559,9 @@ def main(argv=None) -> int:
     if args.threads < 1:
         p.error(f"--threads must be >= 1, got {args.threads}")
     torch.set_num_threads(args.threads)
-    run(args.out, args.runs, progress=not args.quiet)
+    argv = sys.argv[1:] if argv is None else argv
+    run(args.out, args.runs, progress=not args.quiet,
+        command="python -m flowlib.experiments.posterior2d " + shlex.join(argv))
     return 0
 
 

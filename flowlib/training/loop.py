@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import pathlib
-import platform
 import time
 
 import torch
@@ -22,7 +20,7 @@ from .. import data as datasets
 from ..flows.registry import build
 from ..model.vae import VAE
 from .checkpoint import atomic_save, atomic_write_json, load_checkpoint
-from .records import git_commit
+from .records import git_commit, machine
 from .seeding import seed_everything
 
 __all__ = ["train", "evaluate", "build_model", "TrainingDiverged"]
@@ -97,16 +95,6 @@ def mean_elbo(model: VAE, x: torch.Tensor, batch_size: int, device, noise_seed: 
     if per_image:
         out["elbo_per_image"] = torch.cat(per)
     return out
-
-
-def machine() -> dict:
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpus": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-    }
 
 
 def train(config: dict, progress: bool = True) -> dict:

@@ -1,12 +1,24 @@
-"""Which code made a result: the git commit of the checkout that ``flowlib`` was imported from."""
+"""What a result records about where it came from, and the one writer of results.
+
+Every driver (the experiment tables, Figure 3, the 2-D fits, the 2-D posteriors) and the training
+loop record the same provenance: the ``command`` that made the result, the ``git_commit`` of the
+checkout ``flowlib`` was imported from, and the ``machine`` it ran on; and they write through
+:func:`write_results`, atomically (a reader never sees half a file, a crash never leaves one).
+"""
 
 from __future__ import annotations
 
 import functools
+import os
 import pathlib
+import platform
 import subprocess
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from .checkpoint import atomic_save, atomic_write_json
+
+__all__ = ["ROOT", "git_commit", "machine", "provenance", "write_results"]
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]  # the checkout: flowlib/training/records.py
 
 
 def git_commit(sources: tuple[str, ...] = ("flowlib",)) -> str | None:
@@ -32,3 +44,37 @@ def _commit(root: pathlib.Path, sources: tuple[str, ...]) -> str | None:
     except (OSError, subprocess.CalledProcessError):
         return None
     return commit + (f" with uncommitted changes in {', '.join(sources)}" if dirty else "")
+
+
+def machine() -> dict:
+    """The machine a result was computed on: platform, processor, CPUs, torch's threads and
+    version, Python's version."""
+    import torch
+
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def provenance(command: str | None, sources: tuple[str, ...] = ("flowlib",)) -> dict:
+    """``{"command", "git_commit", "machine"}`` of a result made now by ``command``."""
+    return {"command": command, "git_commit": git_commit(sources), "machine": machine()}
+
+
+def write_results(folder, results: dict, *, command: str | None, name: str = "results.json",
+                  states: dict | None = None, sources: tuple[str, ...] = ("flowlib",)) -> dict:
+    """Write ``results`` with its provenance (:func:`provenance`: the command, the commit of
+    ``sources``, the machine) as ``folder/name``, and ``states`` (tensors, e.g. fitted flows'
+    state dicts) as ``folder/states.pt``; both atomically. Returns what was written."""
+    folder = pathlib.Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    record = {**provenance(command, sources), **results}
+    if states is not None:
+        atomic_save(states, folder / "states.pt")
+    atomic_write_json(record, folder / name)
+    return record
