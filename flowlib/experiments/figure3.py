@@ -351,3 +351,44 @@ def plot_kl(results: dict, flows=("planar", "radial", "nice"), targets=None, x: 
         ax.set_ylabel("KL(q || p) (nats)")
     axes.flat[0].legend()
     return fig
+
+
+# ------------------------------------------------------------------ command line
+
+
+def add_arguments(f) -> None:
+    """The options of ``python -m flowlib figure3``."""
+    from ..training.config import int_at_least, positive_float
+    from ..twod.densities import TARGETS
+
+    f.add_argument("--out", required=True, type=pathlib.Path, help="results folder (created)")
+    f.add_argument("--flows", nargs="+", choices=sorted(FLOWS), default=DEFAULTS["flows"])
+    f.add_argument("--K", nargs="+", type=int_at_least(1), default=DEFAULTS["K"], help="flow lengths")
+    f.add_argument("--targets", nargs="+", choices=sorted(TARGETS), default=DEFAULTS["targets"])
+    f.add_argument("--steps", type=int_at_least(1), default=DEFAULTS["steps"])
+    f.add_argument("--batch-size", type=int_at_least(1), default=DEFAULTS["batch_size"])
+    f.add_argument("--lr", type=positive_float, default=DEFAULTS["lr"])
+    f.add_argument("--optimizer", choices=("adam", "rmsprop"), default=DEFAULTS["optimizer"])
+    f.add_argument("--anneal-steps", type=int_at_least(1), default=DEFAULTS["anneal_steps"],
+                   help="beta_t = min(1, 0.01 + t / ANNEAL_STEPS); the paper's 10000")
+    f.add_argument("--constant-lr", dest="cosine", action="store_false", default=DEFAULTS["cosine"],
+                   help="no cosine decay of the learning rate")
+    f.add_argument("--eval-samples", type=int_at_least(2), default=DEFAULTS["eval_samples"])
+    f.add_argument("--seed", type=int_at_least(0), default=DEFAULTS["seed"])
+    f.add_argument("--restarts", type=int_at_least(1), default=DEFAULTS["restarts"],
+                   help="random initialisations per fit; the one with the lowest free energy is kept")
+    f.add_argument("--quiet", action="store_true", help="no progress bar")
+    f.set_defaults(threads=1, handler=handle)  # small tensors: one thread is as fast
+
+
+def handle(p, args, command: str | None = None) -> int:
+    if args.out.exists() and not args.out.is_dir():
+        p.error(f"--out {args.out} exists and is not a folder")
+    results = run(
+        args.out, flows=args.flows, K=args.K, targets=args.targets, steps=args.steps,
+        batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, anneal_steps=args.anneal_steps,
+        cosine=args.cosine, eval_samples=args.eval_samples, seed=args.seed, restarts=args.restarts,
+        progress=not args.quiet, command=command,
+    )
+    print(f"{args.out}: {len(results['fits'])} fits in {results['total_seconds']:.0f} s")
+    return 0

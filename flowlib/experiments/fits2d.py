@@ -150,26 +150,35 @@ def load(folder=None) -> tuple[dict, dict]:
     return results, flows
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flowlib.experiments.fits2d",
-                                     description=__doc__.splitlines()[0])
+def add_arguments(parser) -> None:
+    """The options of ``python -m flowlib fits2d`` (and ``python -m flowlib.experiments.fits2d``)."""
     parser.add_argument("--out", required=True, help="folder for results.json and states.pt")
     parser.add_argument("--flows", nargs="+", choices=list(FLOWS), default=None)
     parser.add_argument("--targets", nargs="+", default=None)
     for key in ("steps", "batch_size", "eval_samples", "seed"):
         parser.add_argument(f"--{key.replace('_', '-')}", type=int, default=None)
     parser.add_argument("--lr", type=float, default=None)
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads(N)")
     parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    argv = sys.argv[1:] if argv is None else argv
-    command = "python -m flowlib.experiments.fits2d " + " ".join(shlex.quote(a) for a in argv)
+    parser.set_defaults(handler=handle)
+
+
+def handle(p, args, command: str | None = None) -> int:
     run(args.out, flows=args.flows, target_names=args.targets, steps=args.steps, batch_size=args.batch_size,
         lr=args.lr, eval_samples=args.eval_samples, seed=args.seed, progress=not args.no_progress,
         command=command)
     return 0
+
+
+def main(argv=None) -> int:
+    from ..training.config import apply_runtime, runtime_parser
+
+    parser = argparse.ArgumentParser(prog="python -m flowlib.experiments.fits2d",
+                                     description=__doc__.splitlines()[0], parents=[runtime_parser()])
+    add_arguments(parser)
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(argv)
+    apply_runtime(args)
+    return handle(parser, args, command=f"{parser.prog} {shlex.join(argv)}")
 
 
 if __name__ == "__main__":

@@ -125,9 +125,11 @@ def binarized_test_labels(check: int = 200) -> torch.Tensor:
 
 
 def _train_config(name: str, out) -> dict:
+    from ..training.config import TrainConfig
+
     flow, length, amortized = JOINT[name]
-    return {**PROTOCOL, "flow": flow, "flow_length": length, "amortized": amortized,
-            "sylvester_variant": "orthogonal", "resume": True, "device": "cpu", "out": str(out)}
+    return TrainConfig.from_dict({**PROTOCOL, "flow": flow, "flow_length": length, "amortized": amortized,
+                                  "resume": True, "out": str(out)}).to_dict()
 
 
 def _vae(config: dict) -> VAE:
@@ -549,19 +551,28 @@ def run(out="results/posterior2d", runs="runs/posterior2d", progress: bool = Tru
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m flowlib.experiments.posterior2d",
                                 description=__doc__.split("\n\n")[0])
+    from ..training.config import apply_runtime, runtime_parser
+
     sub = p.add_subparsers(dest="command", required=True)
-    r = sub.add_parser("run", help="train, fit and evaluate (resumable)")
+    add_arguments(sub.add_parser("run", help="train, fit and evaluate (resumable)",
+                                 parents=[runtime_parser()]))
+    argv = sys.argv[1:] if argv is None else argv
+    args = p.parse_args(argv)
+    apply_runtime(args)
+    return handle(p, args, command=f"{p.prog} {shlex.join(argv)}")
+
+
+def add_arguments(r) -> None:
+    """The options of ``python -m flowlib posterior2d`` (and ``python -m flowlib.experiments.posterior2d
+    run``)."""
     r.add_argument("--out", type=pathlib.Path, default=pathlib.Path("results/posterior2d"))
     r.add_argument("--runs", type=pathlib.Path, default=pathlib.Path("runs/posterior2d"))
-    r.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     r.add_argument("--quiet", action="store_true")
-    args = p.parse_args(argv)
-    if args.threads < 1:
-        p.error(f"--threads must be >= 1, got {args.threads}")
-    torch.set_num_threads(args.threads)
-    argv = sys.argv[1:] if argv is None else argv
-    run(args.out, args.runs, progress=not args.quiet,
-        command="python -m flowlib.experiments.posterior2d " + shlex.join(argv))
+    r.set_defaults(threads=1, handler=handle)  # one thread by default: the timings it records assume it
+
+
+def handle(p, args, command: str | None = None) -> int:
+    run(args.out, args.runs, progress=not args.quiet, command=command)
     return 0
 
 

@@ -28,8 +28,8 @@ import sys
 
 from ..training.records import git_commit
 
-__all__ = ["load_experiment", "row_config", "run_row", "collect", "format_table", "seeds_for", "status",
-           "evaluation_subset", "main"]
+__all__ = ["load_experiment", "row_config", "row_argv", "run_row", "collect", "format_table", "seeds_for",
+           "status", "evaluation_subset", "add_subcommands", "handle", "main"]
 
 # Keys a row file may set; everything else comes from the protocol.
 ROW_KEYS = ("flow", "flow_length", "amortized", "sylvester_variant", "sylvester_M", "sylvester_reflections")
@@ -97,13 +97,21 @@ def load_experiment(folder) -> tuple[dict, dict[str, dict]]:
 
 
 def row_config(protocol: dict, row: dict, seed: int, out: pathlib.Path) -> dict:
-    """The full :func:`flowlib.training.loop.train` config of one row and seed."""
-    config = {"flow_length": 0, "amortized": True, "sylvester_variant": "orthogonal", "subset": None,
-              "resume": True, "device": "cpu"}
-    config.update(protocol["train"])
-    config.update({k: row[k] for k in ROW_KEYS if k in row})
-    config.update(seed=seed, out=str(out))
-    return config
+    """The full :func:`flowlib.training.loop.train` config of one row and seed: the protocol's
+    training settings, the row's, the seed and the run folder, over :class:`TrainConfig`'s defaults;
+    a table's runs always resume. ``python -m flowlib train`` builds the same config from
+    :func:`row_argv`."""
+    from ..training.config import TrainConfig
+
+    config = {**protocol["train"], **{k: row[k] for k in ROW_KEYS if k in row}}
+    return TrainConfig.from_dict({**config, "seed": seed, "out": str(out), "resume": True}).to_dict()
+
+
+def row_argv(protocol: dict, row: dict, seed: int, out: pathlib.Path) -> list[str]:
+    """The arguments of ``python -m flowlib train`` that train one row and seed of a table."""
+    from ..training.config import TrainConfig
+
+    return TrainConfig.from_dict(row_config(protocol, row, seed, out)).to_argv()
 
 
 def evaluation_subset(protocol: dict, seed: int) -> int | None:
@@ -305,21 +313,42 @@ def format_table(summary: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m flowlib.experiments", description=__doc__.split("\n\n")[0])
-    sub = p.add_subparsers(dest="command", required=True)
-    r = sub.add_parser("run", help="train and evaluate rows (resumable)")
+def add_subcommands(sub, parents=()) -> None:
+    """The subcommands ``run``, ``table`` and ``status`` (of ``python -m flowlib`` and of
+    ``python -m flowlib.experiments``); ``parents`` give the shared options (``--threads``)."""
+    r = sub.add_parser("run", help="train and evaluate the rows of an experiment table (resumable)",
+                       parents=list(parents))
     r.add_argument("folder", type=pathlib.Path)
     r.add_argument("--rows", nargs="+", help="row names (default: every row)")
     r.add_argument("--seeds", nargs="+", type=int, help="seeds (default: the protocol's)")
-    r.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     r.add_argument("--quiet", action="store_true")
     r.add_argument("--train-only", action="store_true", help="train (or resume) and stop before evaluating")
-    t = sub.add_parser("table", help="assemble the results into a markdown table and table.json")
+    t = sub.add_parser("table", help="assemble an experiment's results into a markdown table and table.json",
+                       parents=list(parents))
     t.add_argument("folder", type=pathlib.Path)
-    s = sub.add_parser("status", help="what is done, running and left (writes status.md beside the results)")
+    s = sub.add_parser("status", help="what is done, running and left of an experiment (writes status.md "
+                       "beside the results)", parents=list(parents))
     s.add_argument("folder", type=pathlib.Path)
+    for p in (r, t, s):
+        p.set_defaults(handler=handle)
+
+
+def main(argv=None) -> int:
+    """``python -m flowlib.experiments run|table|status EXPERIMENT_DIR ...``."""
+    from ..training.config import runtime_parser
+
+    p = argparse.ArgumentParser(prog="python -m flowlib.experiments", description=__doc__.split("\n\n")[0])
+    add_subcommands(p.add_subparsers(dest="command", required=True), [runtime_parser()])
     args = p.parse_args(argv)
+    return args.handler(p, args)
+
+
+def handle(p: argparse.ArgumentParser, args: argparse.Namespace, command: str | None = None) -> int:
+    """Run the subcommand ``args.command`` (``run``, ``table`` or ``status``); ``p`` reports errors.
+    (Each result records its own command, ``python -m flowlib.experiments run ...`` for one row.)"""
+    from ..training.config import apply_runtime
+
+    apply_runtime(args)
     git_commit()  # the code this process imported, before any later commit moves HEAD
     try:
         protocol, rows = load_experiment(args.folder)
@@ -352,12 +381,6 @@ def main(argv=None) -> int:
     def seeds(name):
         return args.seeds if args.seeds is not None else seeds_for(protocol, name)
 
-    if args.threads is not None:
-        import torch
-
-        if args.threads < 1:
-            p.error(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
     for name in names:
         for seed in seeds(name):
             print(f"== {name} seed {seed}", flush=True)

@@ -97,12 +97,15 @@ def mean_elbo(model: VAE, x: torch.Tensor, batch_size: int, device, noise_seed: 
     return out
 
 
-def train(config: dict, progress: bool = True) -> dict:
-    """Train the VAE of ``config`` (the CLI's arguments by name) into ``config["out"]``.
+def train(config, progress: bool = True) -> dict:
+    """Train the VAE of ``config`` (a :class:`~flowlib.training.config.TrainConfig` or its dict) into
+    ``config["out"]``.
 
     Returns the metrics written to ``metrics.json``. Raises :class:`TrainingDiverged` on a
     non-finite loss, after writing the metrics with the reason.
     """
+    if not isinstance(config, dict):
+        config = config.to_dict()
     out = pathlib.Path(config["out"])
     device = torch.device(config["device"])
     train_x = load_split(config, "train", config["subset"])
