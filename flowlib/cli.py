@@ -15,6 +15,7 @@ folder) exit with code 2 and a message listing what is valid, before anything is
 from __future__ import annotations
 
 import argparse
+import importlib
 import pathlib
 import shlex
 import sys
@@ -24,42 +25,55 @@ from .training.config import TrainConfig, apply_runtime, int_at_least, runtime_p
 __all__ = ["main", "parser"]
 
 
-def parser() -> argparse.ArgumentParser:
-    def common():  # a fresh parent each: a subcommand's own default (figure3's one thread) stays its own
-        return [runtime_parser()]
+# subcommand: its help; its arguments are added (and its module imported) only when it is used
+SUBCOMMANDS = {
+    "train": "train a VAE; writes DIR/metrics.json and DIR/model.pt",
+    "evaluate": "add the importance-sampled test NLL to DIR/metrics.json",
+    "run": "train and evaluate the rows of an experiment table (resumable)",
+    "table": "assemble an experiment's results into a markdown table and table.json",
+    "status": "what is done, running and left of an experiment (writes status.md beside the results)",
+    "figure3": "fit planar, radial and NICE flows to U1..U4 (Rezende & Mohamed 2015, Figure 3); "
+               "writes DIR/results.json and DIR/states.pt",
+    "fits2d": "fit planar, IAF and PCP-Map flows to U1..U4 (chapters 7 and 9); writes DIR/results.json "
+              "and DIR/states.pt",
+    "posterior2d": "the 2-D posteriors of chapter 11 (resumable)",
+}
 
+
+def _add_arguments(name: str, sp: argparse.ArgumentParser) -> None:
+    if name == "train":
+        TrainConfig.add_arguments(sp)
+        sp.add_argument("--quiet", action="store_true", help="no progress bars")
+        sp.set_defaults(handler=_train)
+    elif name == "evaluate":
+        sp.add_argument("dir", type=pathlib.Path)
+        sp.add_argument("--importance-samples", type=int_at_least(1), default=5000)
+        sp.add_argument("--subset", type=int_at_least(1), default=None,
+                        help="evaluate on a fixed random subset of N test images")
+        sp.add_argument("--batch-size", type=int_at_least(1), default=100)
+        sp.add_argument("--device", default="cpu")
+        sp.add_argument("--quiet", action="store_true")
+        sp.set_defaults(handler=_evaluate)
+    elif name in ("run", "table", "status"):
+        from .experiments import tables
+
+        tables.add_arguments(sp, name)
+    else:
+        module = importlib.import_module(f".experiments.{name}", __package__)
+        module.add_arguments(sp)
+
+
+def parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser of ``python -m flowlib``; with ``only``, only that subcommand's arguments are
+    built (the others are listed, with their help, but not imported)."""
     p = argparse.ArgumentParser(prog="python -m flowlib", description="Train and evaluate flow VAEs, run the "
                                 "book's experiments.")
     sub = p.add_subparsers(dest="command", required=True)
-
-    t = sub.add_parser("train", help="train a VAE; writes DIR/metrics.json and DIR/model.pt",
-                       parents=common())
-    TrainConfig.add_arguments(t)
-    t.add_argument("--quiet", action="store_true", help="no progress bars")
-    t.set_defaults(handler=_train)
-
-    e = sub.add_parser("evaluate", help="add the importance-sampled test NLL to DIR/metrics.json",
-                       parents=common())
-    e.add_argument("dir", type=pathlib.Path)
-    e.add_argument("--importance-samples", type=int_at_least(1), default=5000)
-    e.add_argument("--subset", type=int_at_least(1), default=None,
-                   help="evaluate on a fixed random subset of N test images")
-    e.add_argument("--batch-size", type=int_at_least(1), default=100)
-    e.add_argument("--device", default="cpu")
-    e.add_argument("--quiet", action="store_true")
-    e.set_defaults(handler=_evaluate)
-
-    from .experiments import figure3, fits2d, posterior2d, tables
-
-    tables.add_subcommands(sub, common())
-    figure3.add_arguments(sub.add_parser(
-        "figure3", parents=common(), help="fit planar, radial and NICE flows to U1..U4 (Rezende & Mohamed "
-        "2015, Figure 3); writes DIR/results.json and DIR/states.pt"))
-    fits2d.add_arguments(sub.add_parser(
-        "fits2d", parents=common(), help="fit planar, IAF and PCP-Map flows to U1..U4 (chapters 7 and 9); "
-        "writes DIR/results.json and DIR/states.pt"))
-    posterior2d.add_arguments(sub.add_parser(
-        "posterior2d", parents=common(), help="the 2-D posteriors of chapter 11 (resumable)"))
+    for name, text in SUBCOMMANDS.items():
+        # a fresh parent each: a subcommand's own default (figure3's one thread) stays its own
+        sp = sub.add_parser(name, help=text, parents=[runtime_parser()])
+        if only is None or name == only:
+            _add_arguments(name, sp)
     return p
 
 
@@ -124,7 +138,7 @@ def _evaluate(p, args, command=None) -> int:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    p = parser()
+    p = parser(only=argv[0] if argv and argv[0] in SUBCOMMANDS else "")
     args = p.parse_args(argv)
     apply_runtime(args)
     return args.handler(p, args, command=f"{p.prog} {shlex.join(argv)}")

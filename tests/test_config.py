@@ -80,3 +80,14 @@ def test_threads_are_one_option_of_every_subcommand():
     assert p.parse_args(["run", "e"]).threads is None
     with pytest.raises(SystemExit):
         p.parse_args(["run", "e", "--threads", "0"])
+
+
+def test_a_subcommand_is_imported_only_when_used():
+    import subprocess
+    import sys
+
+    code = ("import sys; from flowlib.cli import parser; parser(only='train').parse_args(['train', '--data', "
+            "'mnist', '--flow', 'none', '--epochs', '1', '--out', 'o']); "
+            "print(sorted(m for m in sys.modules if m.startswith('flowlib.experiments')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
+    assert done.stdout.strip() == "[]"

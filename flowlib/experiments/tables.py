@@ -29,7 +29,7 @@ import sys
 from ..training.records import git_commit
 
 __all__ = ["load_experiment", "row_config", "row_argv", "run_row", "collect", "format_table", "seeds_for",
-           "status", "evaluation_subset", "add_subcommands", "handle", "main"]
+           "status", "evaluation_subset", "COMMANDS", "add_arguments", "add_subcommands", "handle", "main"]
 
 # Keys a row file may set; everything else comes from the protocol.
 ROW_KEYS = ("flow", "flow_length", "amortized", "sylvester_variant", "sylvester_M", "sylvester_reflections")
@@ -313,24 +313,30 @@ def format_table(summary: list[dict]) -> str:
     return "\n".join(lines)
 
 
+COMMANDS = {
+    "run": "train and evaluate the rows of an experiment table (resumable)",
+    "table": "assemble an experiment's results into a markdown table and table.json",
+    "status": "what is done, running and left of an experiment (writes status.md beside the results)",
+}
+
+
+def add_arguments(parser, command: str) -> None:
+    """The arguments of the subcommand ``command`` (one of :data:`COMMANDS`)."""
+    parser.add_argument("folder", type=pathlib.Path)
+    if command == "run":
+        parser.add_argument("--rows", nargs="+", help="row names (default: every row)")
+        parser.add_argument("--seeds", nargs="+", type=int, help="seeds (default: the protocol's)")
+        parser.add_argument("--quiet", action="store_true")
+        parser.add_argument("--train-only", action="store_true",
+                            help="train (or resume) and stop before evaluating")
+    parser.set_defaults(handler=handle)
+
+
 def add_subcommands(sub, parents=()) -> None:
-    """The subcommands ``run``, ``table`` and ``status`` (of ``python -m flowlib`` and of
-    ``python -m flowlib.experiments``); ``parents`` give the shared options (``--threads``)."""
-    r = sub.add_parser("run", help="train and evaluate the rows of an experiment table (resumable)",
-                       parents=list(parents))
-    r.add_argument("folder", type=pathlib.Path)
-    r.add_argument("--rows", nargs="+", help="row names (default: every row)")
-    r.add_argument("--seeds", nargs="+", type=int, help="seeds (default: the protocol's)")
-    r.add_argument("--quiet", action="store_true")
-    r.add_argument("--train-only", action="store_true", help="train (or resume) and stop before evaluating")
-    t = sub.add_parser("table", help="assemble an experiment's results into a markdown table and table.json",
-                       parents=list(parents))
-    t.add_argument("folder", type=pathlib.Path)
-    s = sub.add_parser("status", help="what is done, running and left of an experiment (writes status.md "
-                       "beside the results)", parents=list(parents))
-    s.add_argument("folder", type=pathlib.Path)
-    for p in (r, t, s):
-        p.set_defaults(handler=handle)
+    """The subcommands ``run``, ``table`` and ``status`` of ``python -m flowlib.experiments``;
+    ``parents`` give the shared options (``--threads``)."""
+    for command, text in COMMANDS.items():
+        add_arguments(sub.add_parser(command, help=text, parents=list(parents)), command)
 
 
 def main(argv=None) -> int:
