@@ -4,6 +4,7 @@
   (``flowlib.experiments``) or the book's helpers (``flowlib.book``);
 - ``flowlib.flows`` imports only torch, the standard library and itself;
 - ``flowlib/`` has at most 12 entries at its top level;
+- no module imports another module's private names (``from .fit import _minimise``);
 - ARCHITECTURE.md's table of moved modules names files that exist.
 """
 
@@ -90,6 +91,15 @@ def test_the_scan_sees_what_it_forbids(tmp_path, monkeypatch):
         "flowlib.book", "flowlib.book.plotting", "flowlib.experiments.tables",
         "flowlib.experiments.tables.main", "flowlib.book", "flowlib.experiments"]
     assert len(_violations([fake / "bad.py"], _torch_only)) == 10  # every import there: none is torch
+
+
+def test_no_private_names_are_imported_across_modules():
+    found = [f"{path.relative_to(REPO)}:{node.lineno} imports {alias.name}"
+             for path in sorted(PACKAGE.rglob("*.py"))
+             for node in ast.walk(ast.parse(path.read_text()))
+             if isinstance(node, ast.ImportFrom)
+             for alias in node.names if alias.name.startswith("_") and not alias.name.startswith("__")]
+    assert not found
 
 
 def test_flowlib_has_at_most_twelve_top_level_entries():

@@ -18,9 +18,7 @@ Python overhead of one.
 
 from __future__ import annotations
 
-import copy
 import json
-import math
 import os
 import pathlib
 import time
@@ -30,9 +28,9 @@ import torch
 from ..flows import Sequential, registry
 from ..training.records import write_results
 from ..twod.densities import BOXED
-from ..twod.fit import FitResult, _check_fit_args, _minimise, free_energy, kl_estimate
+from ..twod.fit import fit_together, free_energy, kl_estimate
 
-__all__ = ["FLOWS", "DEFAULTS", "build", "fit_together", "run", "load", "kl_table", "budget",
+__all__ = ["FLOWS", "DEFAULTS", "build", "run", "load", "kl_table", "budget",
            "markdown_table", "plot_fits", "plot_kl"]
 
 
@@ -65,47 +63,6 @@ def build(flow: str, K: int) -> Sequential:
     if isinstance(K, bool) or not isinstance(K, int) or K < 1:
         raise ValueError(f"K must be a positive int, got {K!r}")
     return registry.build(flow, 2, length=K, **FLOWS[flow])
-
-
-def fit_together(flows: list, energies: list, *, steps: int, batch_size: int = 256, lr: float = 1e-3,
-                 optimizer: str = "adam", anneal: bool = True, anneal_steps: int = 10_000,
-                 cosine: bool = False, log_every: int = 100, generator: torch.Generator | None = None,
-                 progress: bool = False) -> FitResult:
-    """Fit ``flows[t]`` to ``energies[t]`` for every ``t`` at once; the flows must share one
-    structure (built by the same call). Minimises each ``F_beta`` as ``fit_reverse_kl`` does;
-    the fitted parameters are written back into ``flows``. Returns the curves, one list
-    of ``len(flows)`` free energies per logged step.
-    """
-    from torch.func import functional_call, stack_module_state, vmap
-
-    if len(flows) != len(energies) or not flows:
-        raise ValueError(
-            f"fit_together: expected as many energies as flows, got {len(energies)} and {len(flows)}"
-        )
-    for U in energies:
-        _check_fit_args("fit_together", steps, batch_size, log_every, lr, optimizer, anneal_steps, U)
-    params, buffers = stack_module_state(flows)
-    skeleton = copy.deepcopy(flows[0]).to("meta")
-    dim = flows[0].dim
-
-    def push(p, b, z0):
-        return functional_call(skeleton, (p, b), (z0,))
-
-    def loss_at(beta):
-        z0 = torch.randn(len(flows), batch_size, dim, generator=generator)
-        zK, logdet = vmap(push)(params, buffers, z0)
-        log_q0 = -0.5 * (z0**2).sum(-1) - 0.5 * dim * math.log(2 * math.pi)
-        U = torch.stack([E(z) for E, z in zip(energies, zK)])
-        return (log_q0 - logdet + beta * U).mean(-1)
-
-    curve = _minimise(params.values(), loss_at, name="fit_together", steps=steps, lr=lr, optimizer=optimizer,
-                      anneal=anneal, anneal_steps=anneal_steps, log_every=log_every, progress=progress,
-                      cosine=cosine)
-    with torch.no_grad():
-        for t, flow in enumerate(flows):
-            state = {k: v[t] for k, v in params.items()} | {k: v[t] for k, v in buffers.items()}
-            flow.load_state_dict(state)
-    return curve
 
 
 # the code a Figure 3 run depends on: its commit is only meaningful if these are committed
