@@ -16,6 +16,15 @@ this is computed as ``u + (softplus(-w^T u) - 1) w / ||w||^2``, finite for any
 
 a sum of non-negative terms (``h' = 1 - tanh^2``), which never cancels to zero
 in floating point the way ``1 + h' (-1 + tiny)`` would.
+
+The inverse has no closed form, but a planar layer ``y = z + u_hat tanh(w^T z + b)`` moves ``z``
+along ``u_hat`` only, so inverting it is a one-dimensional problem: with ``a = w^T z``,
+
+    w^T y = a + m tanh(a + b),    m = w^T u_hat > -1,
+
+and ``g(a) = a + m tanh(a + b)`` is strictly increasing (``g' = 1 + m tanh'
+>= min(1, 1 + m) > 0``). Its root lies in ``[w^T y - |m|, w^T y + |m|]``, where safeguarded Newton
+(:func:`solve_planar`) finds it to machine precision; then ``z = y - u_hat tanh(a + b)``.
 """
 
 from __future__ import annotations
@@ -25,7 +34,7 @@ import torch.nn.functional as F
 
 from .base import Flow, ParameterSource
 
-__all__ = ["Planar"]
+__all__ = ["Planar", "solve_planar"]
 
 
 def constrain(theta: torch.Tensor, dim: int):
@@ -59,6 +68,21 @@ class Planar(Flow):
     def _forward(self, z, context):
         return Planar._chain([self], z, context)
 
+    def solve(self, y: torch.Tensor, context: torch.Tensor | None = None,
+              max_iterations: int = 200) -> torch.Tensor:
+        """``z`` with ``self(z, context) = y`` (no gradient): per sample, the one-dimensional root
+        of :func:`solve_planar`."""
+        with torch.no_grad():
+            u_hat, w, b, _ = (t.to(y.dtype) for t in constrain(self.params.raw(context), self.dim))
+            return solve_planar(u_hat, w, b, y, max_iterations)
+
+    def _inverse(self, y, context):
+        """``(z, log|det dz/dy|)``: ``z`` from :meth:`solve`, the log-determinant minus the
+        forward one at ``z`` (eq. 12), with its gradient."""
+        z = self.solve(y, context)
+        _, logdet = self._forward(z, context)
+        return z, -logdet
+
     @staticmethod
     def _chain(layers, z, context):
         """``layers`` (planar, all static or all amortized) applied in order: their parameters
@@ -70,6 +94,29 @@ class Planar(Flow):
         if torch.is_grad_enabled() and _no_functorch():
             return _PlanarChain.apply(z, theta, dim)
         return _planar_run(z, theta, dim, keep=False)[:2]
+
+
+def solve_planar(u_hat, w, b, y, max_iterations: int = 200) -> torch.Tensor:
+    """``z`` with ``z + u_hat tanh(w^T z + b) = y``, per sample, for the layer's (possibly
+    per-sample) ``u_hat``, ``w`` (``(B, D)`` or ``(1, D)``) and ``b``: safeguarded Newton on
+    ``g(a) = a + m tanh(a + b) - w^T y`` inside its bracket ``[w^T y - |m|, w^T y + |m|]``."""
+    m = (w * u_hat).sum(-1)
+    c = (w * y).sum(-1)  # g(a) = c
+    lo, hi = c - m.abs(), c + m.abs()
+    a = c.clone()
+    tol = 4 * torch.finfo(y.dtype).eps
+    for _ in range(max_iterations):
+        t = torch.tanh(a + b)
+        g = a + m * t - c
+        lo, hi = torch.where(g < 0, a, lo), torch.where(g > 0, a, hi)
+        newton = a - g / (1 + m * (1 - t * t))
+        inside = (newton >= lo) & (newton <= hi)
+        a_next = torch.where(inside, newton, 0.5 * (lo + hi))
+        done = ((a_next - a).abs() <= tol * (1 + a.abs())).all() or bool((g == 0).all())
+        a = a_next
+        if done:
+            break
+    return y - u_hat * torch.tanh(a + b).unsqueeze(-1)
 
 
 def _no_functorch() -> bool:

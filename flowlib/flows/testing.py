@@ -71,6 +71,10 @@ STACKED = {
 CASES = {**SINGLE, **STACKED}
 
 INVERTIBLE = {
+    "planar",  # by a one-dimensional root per sample (Planar.solve)
+    "planar_stack",
+    "planar_radial_stack",
+    "householder_planar_stack",
     "radial",
     "householder",
     "coupling",

@@ -21,21 +21,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..flows.base import Flow, check_inputs
+from ..flows.gaussian import LOG_2PI, log_diag_normal, log_standard_normal
 from .encoders import Decoder, Encoder
 
 __all__ = ["VAE", "ELBO"]
 
-LOG_2PI = math.log(2.0 * math.pi)
-
-
-def log_standard_normal(z: torch.Tensor) -> torch.Tensor:
-    """``log N(z; 0, I)`` summed over the last axis."""
-    return -0.5 * (z * z + LOG_2PI).sum(-1)
-
-
-def log_diag_normal(z: torch.Tensor, mu: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
-    """``log N(z; mu, diag exp(log_var))`` summed over the last axis."""
-    return -0.5 * ((z - mu) ** 2 * torch.exp(-log_var) + log_var + LOG_2PI).sum(-1)
+# the prior's and the posterior's densities (flowlib.flows.gaussian; importable from here too)
+__all__ += ["log_standard_normal", "log_diag_normal", "LOG_2PI"]
 
 
 @dataclass

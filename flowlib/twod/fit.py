@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from ..flows.base import Flow
+from ..flows.gaussian import log_standard_normal
 
 __all__ = [
     "FitResult",
@@ -71,7 +72,7 @@ def sample(flow: Flow, n: int, generator: torch.Generator | None = None,
     _check_flow(flow, amortized=context is not None)
     dtype, device = _params(flow)
     z0 = torch.randn(n, flow.dim, generator=generator, dtype=dtype, device=device)
-    log_q0 = -0.5 * (z0**2).sum(1) - 0.5 * flow.dim * math.log(2 * math.pi)
+    log_q0 = log_standard_normal(z0)
     zK, logdet = flow(z0, context)
     return zK, log_q0 - logdet
 
@@ -242,7 +243,7 @@ def fit_together(flows: list, energies: list, *, steps: int, batch_size: int = 2
     def loss_at(beta):
         z0 = torch.randn(len(flows), batch_size, dim, generator=generator)
         zK, logdet = vmap(push)(params, buffers, z0)
-        log_q0 = -0.5 * (z0**2).sum(-1) - 0.5 * dim * math.log(2 * math.pi)
+        log_q0 = log_standard_normal(z0)
         U = torch.stack([E(z) for E, z in zip(energies, zK)])
         return (log_q0 - logdet + beta * U).mean(-1)
 

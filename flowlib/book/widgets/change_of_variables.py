@@ -18,11 +18,11 @@ import math
 
 import torch
 
+from ...flows.gaussian import log_standard_normal
 from ...twod.grid import Grid2D
 
 __all__ = ["Map2D", "MAPS", "log_density", "plot_pushforward", "pushforward_widget"]
 
-LOG_2PI = math.log(2.0 * math.pi)
 
 
 def _check_points(x, what: str) -> None:
@@ -153,7 +153,7 @@ def get_map(name: str, strength: float = 1.0) -> Map2D:
 def log_density(f: Map2D, y: torch.Tensor) -> torch.Tensor:
     """``log p_Y(y)`` for ``y = f(x)``, ``x ~ N(0, I)``: the change of variables formula."""
     x, logdet_inv = f.inverse(y)
-    return -0.5 * (x * x).sum(1) - LOG_2PI + logdet_inv
+    return log_standard_normal(x) + logdet_inv
 
 
 def plot_pushforward(name: str = "banana", strength: float = 1.0, *, n_samples: int = 100_000,
