@@ -22,6 +22,7 @@ from torch import nn
 
 from ..flows.base import Flow, check_inputs
 from ..flows.gaussian import LOG_2PI, log_diag_normal, log_standard_normal
+from . import posterior
 from .encoders import Decoder, Encoder
 
 __all__ = ["VAE", "ELBO"]
@@ -55,10 +56,15 @@ class ELBO:
 class VAE(nn.Module):
     """``VAE(x_dim=784, z_dim=40, hidden=(300, 300), flow=None, arch="mlp")``.
 
+    Its posterior ``q(z | x)`` (sampling and density) is :mod:`flowlib.model.posterior`'s; the flow
+    acts after the Gaussian's affine map, or before it when ``flow_on_noise`` (a subclass's choice).
+
     ``flow`` is any :class:`flowlib.flows.Flow` of dimension ``z_dim``; an amortized one
     must have ``context_dim`` equal to the encoder's feature size ``hidden[-1]``
     (``h_dim``). ``arch="conv"`` uses gated convolutions (van den Berg et al. 2018).
     """
+
+    flow_on_noise = False
 
     def __init__(self, x_dim: int = 784, z_dim: int = 40, hidden: tuple[int, ...] = (300, 300),
                  flow: Flow | None = None, arch: str = "mlp"):
@@ -89,23 +95,7 @@ class VAE(nn.Module):
         return self._sample(mu, log_var, h, n_samples)
 
     def _sample(self, mu, log_var, h, n_samples):
-        B = mu.shape[0]
-        eps = torch.randn(n_samples, B, self.z_dim, dtype=mu.dtype, device=mu.device)
-        z0 = mu + torch.exp(0.5 * log_var) * eps  # reparameterization (Kingma & Welling 2014, eq. 10)
-        log_q = log_diag_normal(z0, mu, log_var)
-        if self.flow is None:
-            return z0, log_q
-        context = h if self.flow.amortized else None
-        if n_samples == 1:
-            zK, logdet = self.flow(z0[0], context)
-            return zK.unsqueeze(0), log_q - logdet.unsqueeze(0)
-        if self.flow.sample_axis:  # the flow's parameters once per image, shared by its samples
-            zK, logdet = self.flow(z0, context)
-            return zK, log_q - logdet
-        if context is not None:
-            context = context.expand(n_samples, B, self.h_dim).reshape(-1, self.h_dim)
-        zK, logdet = self.flow(z0.reshape(-1, self.z_dim), context)
-        return zK.view(n_samples, B, self.z_dim), log_q - logdet.view(n_samples, B)
+        return posterior.rsample(self.flow, mu, log_var, h, n_samples, whitened=self.flow_on_noise)
 
     def log_p_x_given_z(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """Bernoulli ``log p(x | z)`` summed over pixels; ``z`` may carry leading sample axes."""

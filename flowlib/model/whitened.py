@@ -13,9 +13,7 @@ Both are the same family of maps (an affine map composed with a flow), ordered d
 
 from __future__ import annotations
 
-import torch
-
-from .vae import VAE, log_standard_normal
+from .vae import VAE
 
 __all__ = ["WhitenedFlowVAE"]
 
@@ -23,15 +21,4 @@ __all__ = ["WhitenedFlowVAE"]
 class WhitenedFlowVAE(VAE):
     """:class:`~flowlib.model.vae.VAE` with ``z = mu + sigma * f(eps; h)`` (see the module docstring)."""
 
-    flow_on_noise = True
-
-    def _sample(self, mu, log_var, h, n_samples):
-        B = mu.shape[0]
-        eps = torch.randn(n_samples, B, self.z_dim, dtype=mu.dtype, device=mu.device)
-        log_q = log_standard_normal(eps) - 0.5 * log_var.sum(-1)
-        if self.flow is None:
-            return mu + torch.exp(0.5 * log_var) * eps, log_q
-        context = h.expand(n_samples, B, self.h_dim).reshape(-1, self.h_dim) if self.flow.amortized else None
-        u, logdet = self.flow(eps.reshape(-1, self.z_dim), context)
-        z = mu + torch.exp(0.5 * log_var) * u.view(n_samples, B, self.z_dim)
-        return z, log_q - logdet.view(n_samples, B)
+    flow_on_noise = True  # flowlib.model.posterior samples and evaluates it this way

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from ..flows.base import Flow
 from ..flows.inverse import flow_inverse
+from ..model import posterior
 from ..model.vae import VAE, log_diag_normal, log_standard_normal
 from .grid import Grid2D
 
@@ -173,20 +174,9 @@ def log_q(model: VAE, x: torch.Tensor, z: torch.Tensor, flow: Flow | None = None
         if flow.amortized:
             raise ValueError("log_q: a flow given in place of the model's must be static")
         mu, log_var, h = torch.zeros(1, 2, dtype=z.dtype), torch.zeros(1, 2, dtype=z.dtype), None
-    if flow is None:
-        return log_diag_normal(z, mu, log_var)
-    context = h.expand(z.shape[0], -1) if flow.amortized else None
-    flow = copy.deepcopy(flow).double()
-    if getattr(model, "flow_on_noise", False) and model_flow:  # z = mu + sigma * f(eps)
-        eps, logdet = flow_inverse(flow, (z - mu) * torch.exp(-0.5 * log_var), context)
-        out = log_standard_normal(eps) + logdet - 0.5 * log_var.sum(-1)
-    else:
-        z0, logdet = flow_inverse(flow, z, context)
-        out = log_diag_normal(z0, mu, log_var) + logdet
-    # Far in q's tails an inverse can overflow (an IAF step divides by a vanishing scale): the point
-    # comes from infinitely far away and its density is 0 (-inf - (-inf) would give nan); a grid's
-    # mass check says how much this loses.
-    return torch.where(torch.isnan(out), -math.inf, out)
+    flow = None if flow is None else copy.deepcopy(flow).double()
+    # the whitened order only for the model's own flow (a fitted flow replaces the Gaussian too)
+    return posterior.log_prob(flow, z, mu, log_var, h, whitened=model.flow_on_noise and model_flow)
 
 
 def grid_kl(grid: Grid2D, log_q_grid: torch.Tensor, log_post: torch.Tensor) -> tuple[float, float]:
