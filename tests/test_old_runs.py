@@ -90,3 +90,26 @@ def test_an_old_model_evaluates_without_training(tmp_path):
     assert model.stat().st_mtime_ns == mtime
     metrics = json.loads((old / "runs" / "planar-2" / "seed0" / "metrics.json").read_text())
     assert len(metrics["code"]) == 1 and "test_nll" in metrics
+
+
+@pytest.mark.parametrize("damage", ["metrics-key", "metrics-json", "model"])
+def test_a_broken_run_folder_is_one_line_naming_the_file(tmp_path, damage):
+    old = _experiment(tmp_path, "old", epochs=1, with_runs=True)
+    run = old / "runs" / "planar-2" / "seed0"
+    if damage == "metrics-key":
+        metrics = json.loads((run / "metrics.json").read_text())
+        del metrics["config"]["latent_dim"]
+        (run / "metrics.json").write_text(json.dumps(metrics))
+    elif damage == "metrics-json":
+        (run / "metrics.json").write_text('{"config": ')
+    else:
+        (run / "model.pt").write_bytes(b"not a checkpoint")
+    env = dict(os.environ, FLOWLIB_DATA=str(DATA), PYTHONPATH=str(REPO))
+    done = subprocess.run([sys.executable, "-m", "flowlib.experiments", "run", str(old / "exp"), "--rows",
+                           "planar-2", "--quiet", "--threads", "1"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    error = done.stderr.strip().splitlines()[-1]
+    assert error.startswith("python -m flowlib.experiments: error: ")
+    assert str(run / ("model.pt" if damage == "model" else "metrics.json")) in error

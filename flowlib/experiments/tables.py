@@ -146,7 +146,7 @@ def run_row(folder, name: str, seed: int, progress: bool = True, train_only: boo
     """Train, evaluate and record one row and seed; returns its results record (``None`` with
     ``train_only``, which stops once the run has trained, so that a later process, with the code
     of its own day, evaluates it)."""
-    from ..training.loop import PER_IMAGE_FILE, evaluate, train
+    from ..training.loop import PER_IMAGE_FILE, evaluate, read_metrics, train
 
     folder = pathlib.Path(folder)
     protocol, rows = load_experiment(folder)
@@ -158,7 +158,7 @@ def run_row(folder, name: str, seed: int, progress: bool = True, train_only: boo
     config = row_config(protocol, row, seed, run_dir)
     metrics = None
     if (run_dir / "metrics.json").is_file():
-        metrics = json.loads((run_dir / "metrics.json").read_text())
+        metrics = read_metrics(run_dir)  # checked: a broken file is a ValueError naming it
         done = len(metrics.get("epochs", [])) >= config["epochs"] or \
             metrics.get("status", "").startswith("early")
         if not done or "test_neg_elbo" not in metrics:
@@ -390,7 +390,10 @@ def handle(p: argparse.ArgumentParser, args: argparse.Namespace, command: str | 
     for name in names:
         for seed in seeds(name):
             print(f"== {name} seed {seed}", flush=True)
-            rec = run_row(args.folder, name, seed, progress=not args.quiet, train_only=args.train_only)
+            try:
+                rec = run_row(args.folder, name, seed, progress=not args.quiet, train_only=args.train_only)
+            except ValueError as err:  # a broken run folder: which file, and what is wrong with it
+                p.exit(2, f"{p.prog}: error: {err}\n")
             if rec is None:
                 print("   trained; evaluate with the same command without --train-only", flush=True)
                 continue
