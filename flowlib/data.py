@@ -28,6 +28,7 @@ import torch
 
 DATASETS = ("binarized-mnist", "mnist", "fashion-mnist")
 SPLITS = ("train", "valid", "test")
+X_DIM = 784  # every data set: 28 x 28 pixels, flattened
 
 BINARIZED_URL = "http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist/binarized_mnist_{split}.amat"
 BINARIZED_SIZES = {"train": 50_000, "valid": 10_000, "test": 10_000}

@@ -93,3 +93,22 @@ def test_bad_inputs():
         build("maf", 4, length=2)
     with pytest.raises(ValueError, match="k must be"):
         VAE(z_dim=2, hidden=(8,)).log_likelihood(_x(2), k=0)
+
+
+def test_a_vae_of_injected_parts():
+    """VAE.from_parts takes any encoder, decoder and flow and reads the sizes from them (no 784, no
+    h_dim written anywhere); the book's constructor is the same model with the same state-dict names."""
+    from flowlib.model.encoders import Decoder, Encoder
+
+    torch.manual_seed(0)
+    vae = VAE.from_parts(Encoder(10, 3, (8,)), Decoder(10, 3, (8,)), Planar(3, context_dim=8))
+    assert (vae.x_dim, vae.z_dim, vae.h_dim) == (10, 3, 8)
+    x = torch.rand(4, 10).bernoulli()
+    assert torch.isfinite(vae.elbo(x).loss()) and vae.log_likelihood(x, k=3).shape == (4,)
+    torch.manual_seed(0)
+    book = VAE(10, 3, (8,), Planar(3, context_dim=8))
+    assert list(book.state_dict()) == list(vae.state_dict())
+    with pytest.raises(ValueError, match="context_dim = h_dim = 8"):
+        VAE.from_parts(Encoder(10, 3, (8,)), Decoder(10, 3, (8,)), Planar(3, context_dim=5))
+    with pytest.raises(ValueError, match="the decoder maps z_dim = 2"):
+        VAE.from_parts(Encoder(10, 3, (8,)), Decoder(10, 2, (8,)))

@@ -7,9 +7,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["Encoder", "Decoder", "ARCHS"]
+__all__ = ["Encoder", "Decoder", "ARCHS", "feature_size"]
 
 ARCHS = ("mlp", "conv")
+CONV_FEATURES = 256  # the gated convolutional encoder's last layer (van den Berg et al. 2018)
+
+
+def feature_size(hidden, arch: str = "mlp") -> int:
+    """``h_dim``, the size of the features ``h`` an :class:`Encoder` of ``hidden`` / ``arch`` gives
+    (what an amortized flow takes as context), known before the encoder is built."""
+    return CONV_FEATURES if arch == "conv" else hidden[-1]
 
 
 class Gated(nn.Module):
@@ -49,18 +56,17 @@ class Encoder(nn.Module):
     def __init__(self, x_dim: int, z_dim: int, hidden=(300, 300), arch: str = "mlp"):
         super().__init__()
         _check(x_dim, z_dim, hidden, arch)
+        self.x_dim, self.z_dim, self.h_dim = x_dim, z_dim, feature_size(hidden, arch)
         if arch == "mlp":
             self.features = _mlp((x_dim, *hidden))
-            self.h_dim = hidden[-1]
         else:
             def conv(i, o, k, s, p):
                 return Gated(lambda: nn.Conv2d(i, o, k, s, p))
             self.features = nn.Sequential(
                 nn.Unflatten(1, (1, 28, 28)),
                 conv(1, 32, 5, 1, 2), conv(32, 32, 5, 2, 2), conv(32, 64, 5, 1, 2),
-                conv(64, 64, 5, 2, 2), conv(64, 64, 5, 1, 2), conv(64, 256, 7, 1, 0), nn.Flatten(),
+                conv(64, 64, 5, 2, 2), conv(64, 64, 5, 1, 2), conv(64, CONV_FEATURES, 7, 1, 0), nn.Flatten(),
             )
-            self.h_dim = 256
         self.mu = nn.Linear(self.h_dim, z_dim)
         self.log_var = nn.Linear(self.h_dim, z_dim)
 
@@ -75,6 +81,7 @@ class Decoder(nn.Module):
     def __init__(self, x_dim: int, z_dim: int, hidden=(300, 300), arch: str = "mlp"):
         super().__init__()
         _check(x_dim, z_dim, hidden, arch)
+        self.x_dim, self.z_dim = x_dim, z_dim
         if arch == "mlp":
             self.net = nn.Sequential(_mlp((z_dim, *hidden)), nn.Linear(hidden[-1], x_dim))
         else:

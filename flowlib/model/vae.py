@@ -60,19 +60,41 @@ class VAE(nn.Module):
     acts after the Gaussian's affine map, or before it when ``flow_on_noise`` (a subclass's choice).
 
     ``flow`` is any :class:`flowlib.flows.Flow` of dimension ``z_dim``; an amortized one
-    must have ``context_dim`` equal to the encoder's feature size ``hidden[-1]``
-    (``h_dim``). ``arch="conv"`` uses gated convolutions (van den Berg et al. 2018).
+    must have ``context_dim`` equal to the encoder's feature size ``h_dim`` (``hidden[-1]`` for
+    the MLP). ``arch="conv"`` uses gated convolutions (van den Berg et al. 2018).
     """
 
     flow_on_noise = False
 
     def __init__(self, x_dim: int = 784, z_dim: int = 40, hidden: tuple[int, ...] = (300, 300),
                  flow: Flow | None = None, arch: str = "mlp"):
+        """The book's VAE: an :class:`Encoder` and a mirrored :class:`Decoder` of ``hidden`` /
+        ``arch`` built here (a convenience; :meth:`from_parts` takes any parts)."""
         super().__init__()
-        self.x_dim, self.z_dim = x_dim, z_dim
-        self.encoder = Encoder(x_dim, z_dim, hidden, arch)
-        self.decoder = Decoder(x_dim, z_dim, tuple(reversed(hidden)), arch)
-        self.h_dim = self.encoder.h_dim
+        encoder = Encoder(x_dim, z_dim, hidden, arch)
+        self._assemble(encoder, Decoder(x_dim, z_dim, tuple(reversed(hidden)), arch), flow)
+
+    @classmethod
+    def from_parts(cls, encoder: nn.Module, decoder: nn.Module, flow: Flow | None = None) -> VAE:
+        """A VAE of injected parts: an ``encoder`` ``x -> (mu, log_var, h)`` with attributes ``x_dim``,
+        ``z_dim``, ``h_dim``; a ``decoder`` ``z -> logits`` of ``x``; and the posterior's flow (None,
+        static, or amortized with ``context_dim = encoder.h_dim``). Sizes are read from the parts."""
+        vae = cls.__new__(cls)
+        nn.Module.__init__(vae)
+        vae._assemble(encoder, decoder, flow)
+        return vae
+
+    def _assemble(self, encoder, decoder, flow) -> None:
+        for name in ("x_dim", "z_dim", "h_dim"):
+            if not isinstance(getattr(encoder, name, None), int):
+                raise ValueError(f"the encoder must say its {name} (an int attribute)")
+        if (getattr(decoder, "x_dim", encoder.x_dim), getattr(decoder, "z_dim", encoder.z_dim)) != (
+                encoder.x_dim, encoder.z_dim):
+            raise ValueError(f"the decoder maps z_dim = {decoder.z_dim} to x_dim = {decoder.x_dim}; the "
+                             f"encoder maps x_dim = {encoder.x_dim} to z_dim = {encoder.z_dim}")
+        self.x_dim, self.z_dim, self.h_dim = encoder.x_dim, encoder.z_dim, encoder.h_dim
+        z_dim = self.z_dim
+        self.encoder, self.decoder = encoder, decoder
         if flow is not None:
             if not isinstance(flow, Flow):
                 raise ValueError(f"flow must be a flowlib Flow or None, got {type(flow).__name__}")

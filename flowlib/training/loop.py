@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from .. import data as datasets
 from ..flows.registry import build
+from ..model.encoders import Decoder, Encoder, feature_size
 from ..model.vae import VAE
 from .checkpoint import atomic_save, atomic_write_json, load_checkpoint
 from .records import git_commit, machine
@@ -45,11 +46,14 @@ def flow_options(config: dict) -> dict:
 
 def build_model(config: dict) -> VAE:
     """The VAE described by a run's config (the keys of ``MODEL_KEYS``)."""
-    hidden = tuple(config["hidden"])
-    h_dim = 256 if config["arch"] == "conv" else hidden[-1]
-    flow = build(config["flow"], config["latent_dim"], context_dim=h_dim if config["amortized"] else None,
+    hidden, arch, z_dim = tuple(config["hidden"]), config["arch"], config["latent_dim"]
+    h_dim = feature_size(hidden, arch)
+    # built in this order (flow, encoder, decoder): a seed gives the parameters it always gave
+    flow = build(config["flow"], z_dim, context_dim=h_dim if config["amortized"] else None,
                  length=config["flow_length"], **flow_options(config))
-    return VAE(784, config["latent_dim"], hidden, flow, config["arch"])
+    x_dim = datasets.X_DIM
+    encoder = Encoder(x_dim, z_dim, hidden, arch)
+    return VAE.from_parts(encoder, Decoder(x_dim, z_dim, hidden[::-1], arch), flow)
 
 
 def load_split(config: dict, split: str, subset: int | None = None) -> torch.Tensor:
