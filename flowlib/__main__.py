@@ -1,4 +1,5 @@
-"""``python -m flowlib {train,evaluate,figure3} ...``: see :mod:`flowlib.cli`."""
+"""``python -m flowlib <subcommand> ...`` (train, evaluate, run, table, status, figure3, fits2d,
+posterior2d): see :mod:`flowlib.cli`."""
 
 import sys
 

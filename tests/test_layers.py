@@ -74,6 +74,11 @@ def test_the_library_never_imports_the_experiments_or_the_book():
     assert not _violations(_files(*LIBRARY), _not_upper)
 
 
+def test_the_books_helpers_never_import_the_experiments():
+    assert not _violations(_files("book"), lambda t: not (t == "flowlib.experiments"
+                                                          or t.startswith("flowlib.experiments.")))
+
+
 def test_flows_import_only_torch():
     assert not _violations(_files("flows"), _torch_only)
 
