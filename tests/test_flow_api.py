@@ -105,8 +105,13 @@ def test_sequential_validates_its_parts():
         Sequential()
     mixed = Sequential(Planar(2), Planar(2, context_dim=3))
     assert mixed.amortized and mixed.context_dim == 3
+    # Planar layers invert (Planar.solve), so the stack does; a part without an inverse (Sylvester)
+    # makes the stack's inverse raise.
+    y, context = torch.randn(1, 2), torch.randn(1, 3)
+    torch.testing.assert_close(mixed(mixed.inverse(y, context)[0], context)[0], y)
+    without = Sequential(Sylvester(2), Planar(2, context_dim=3))
     with pytest.raises(NotImplementedError, match="inverse"):
-        mixed.inverse(torch.randn(1, 2), torch.randn(1, 3))
+        without.inverse(torch.randn(1, 2), torch.randn(1, 3))
 
 
 def test_made_checks_its_inputs_and_order():
