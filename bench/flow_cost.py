@@ -42,7 +42,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
 from flowlib.data import load
-from flowlib.experiments import load_experiment, row_config
+from flowlib.experiments.tables import load_experiment, row_config
 
 CLOCKS = {"cpu": time.process_time, "wall": time.perf_counter}
 
@@ -124,7 +124,10 @@ def main():
     packages = ["flowlib"] + ([args.baseline] if args.baseline else [])
     models = {}
     for package in packages:
-        build_model = importlib.import_module(f"{package}.train").build_model
+        try:
+            build_model = importlib.import_module(f"{package}.training.loop").build_model
+        except ModuleNotFoundError:  # a copy of flowlib from before the three-layer layout
+            build_model = importlib.import_module(f"{package}.train").build_model
         for name, row in rows.items():
             key = name if package == "flowlib" else f"{name}@{package}"
             torch.manual_seed(0)
