@@ -370,3 +370,13 @@ def test_no_pipe_splits_a_table_cell_of_the_instructor_guide():
              for n, line in enumerate(p.read_text().splitlines(), 1) if line.lstrip().startswith("|")
              for m in re.finditer(r"\$[^$]+\$|`[^`]+`", line) if re.search(r"(?<!\\)\|", m.group(0))]
     assert not split, split
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=[p.stem for p in CHAPTERS])
+def test_answer_and_check_cells_fit_the_code_column(path):
+    # The page's code column shows about 80 characters; a longer line of an answer cell is clipped,
+    # in the instructor's book and in the student's handout alike.
+    nb = nbformat.read(path, as_version=4)
+    long = [line for c in nb.cells if c.cell_type == "code" and c.metadata.get("coursework")
+            for line in c.source.splitlines() if len(line) > 79]
+    assert not long, f"{path.name}: lines wider than the code column: {long[:3]}"
