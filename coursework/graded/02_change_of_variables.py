@@ -7,17 +7,13 @@ references computed here from closed forms.
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import pathlib
 
 import torch
 
-from flowlib.book.coursework.harness import Exercise, Grade
+from flowlib.book.coursework.harness import Exercise, Grade, load_beside
 
-_spec = importlib.util.spec_from_file_location("_graded_part1", pathlib.Path(__file__).with_name("_part1.py"))
-part1 = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(part1)
+part1 = load_beside(__file__, "_part1.py")
 call, close, diagnose, check_part = part1.call, part1.close, part1.diagnose, part1.check_part
 
 F64 = torch.float64

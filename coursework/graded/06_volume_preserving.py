@@ -8,16 +8,11 @@ names the typical mistake a wrong answer matches.
 
 from __future__ import annotations
 
-import importlib.util
-import pathlib
-
 import torch
 
-from flowlib.book.coursework.harness import Exercise, Grade
+from flowlib.book.coursework.harness import Exercise, Grade, load_beside
 
-_spec = importlib.util.spec_from_file_location("_part2a", pathlib.Path(__file__).with_name("_part2a.py"))
-_shared = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_shared)
+_shared = load_beside(__file__, "_part2a.py")
 answer, part, problem, own_work = _shared.answer, _shared.part, _shared.problem, _shared.own_work
 
 F64 = torch.float64

@@ -13,17 +13,13 @@ hours of CPU per seed for the committed rows; the instructor guide gives the cos
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import pathlib
 
 import torch
 
-from flowlib.book.coursework.harness import Exercise, Grade
+from flowlib.book.coursework.harness import Exercise, Grade, load_beside
 
-_spec = importlib.util.spec_from_file_location("_graded_part3", pathlib.Path(__file__).with_name("_part3.py"))
-_shared = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_shared)
+_shared = load_beside(__file__, "_part3.py")
 F64, call, number, numbers, part = _shared.F64, _shared.call, _shared.number, _shared.numbers, _shared.part
 _rng = _shared.rng
 

@@ -9,7 +9,6 @@ It does not sandbox: run it in a container for a real course (the instructor gui
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import pathlib
 import secrets
@@ -18,7 +17,7 @@ import time
 
 import nbformat
 
-from .harness import Exercise
+from .harness import Exercise, load_module
 from .student import chapter_of, exercise_of
 
 __all__ = ["grade", "grade_all", "load_graded", "GRADED_DIR"]
@@ -37,9 +36,7 @@ def load_graded(chapter: str, root: pathlib.Path | None = None):
     path = (root or _repository()) / GRADED_DIR / f"{chapter}.py"
     if not path.is_file():
         raise FileNotFoundError(f"no graded tests for chapter {chapter!r}: expected {path}")
-    spec = importlib.util.spec_from_file_location(f"_graded_{chapter}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_module(path, f"_graded_{chapter}")
     if not all(isinstance(e, Exercise) for e in getattr(module, "EXERCISES", None) or [None]):
         raise ValueError(f"{path}: EXERCISES must be a non-empty list of harness.Exercise")
     return module, path

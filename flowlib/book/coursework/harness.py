@@ -9,11 +9,30 @@ pen-and-paper exercises to their points (graded by hand with the instructor guid
 
 from __future__ import annotations
 
+import importlib.util
+import pathlib
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["Grade", "Exercise", "run_exercise"]
+__all__ = ["Grade", "Exercise", "run_exercise", "load_module", "load_beside"]
+
+
+def load_module(path: pathlib.Path, name: str):
+    """Execute the Python file ``path`` as a fresh module called ``name`` (not put in sys.modules).
+
+    The graded folder is not a package: the grader loads its files by path, in the student's kernel.
+    """
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def load_beside(graded_file: str, helpers: str):
+    """The shared helpers file ``helpers`` (e.g. ``"_part1.py"``) beside the graded file ``graded_file``."""
+    path = pathlib.Path(graded_file).with_name(helpers)
+    return load_module(path, f"_graded{path.stem}")
 
 
 class Grade:
