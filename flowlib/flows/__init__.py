@@ -5,6 +5,7 @@ Every flow maps ``z`` of shape ``(B, dim)`` to ``(z_out, logdet)`` with
 Importing this package needs only torch.
 """
 
+from .affine import DiagonalAffine
 from .base import Flow, ParameterSource
 from .householder import Householder
 from .iaf import IAF
@@ -30,5 +31,6 @@ __all__ = [
     "Sylvester",
     "PCPMap",
     "Reverse",
+    "DiagonalAffine",
     "Sequential",
 ]

@@ -11,6 +11,7 @@ Options are the layers' own constructor arguments (``hidden``, ``n_layers``, ``v
 
 from __future__ import annotations
 
+from .affine import DiagonalAffine
 from .base import Flow
 from .householder import Householder
 from .iaf import IAF
@@ -34,6 +35,7 @@ LAYERS = {
     "sylvester": Sylvester,
     "pcpmap": PCPMap,
     "reverse": Reverse,
+    "affine": DiagonalAffine,
 }
 
 FLOWS = ("none", "planar", "radial", "householder", "nice", "iaf", "sylvester", "pcpmap")

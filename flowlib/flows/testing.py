@@ -37,6 +37,7 @@ SINGLE = {
     ),
     "pcpmap": lambda d, c: layer("pcpmap", d, context_dim=c, hidden=16),
     "reverse": lambda d, c: layer("reverse", d, context_dim=c),
+    "affine": lambda d, c: layer("affine", d, context_dim=c),
 }
 
 STACKED = {
@@ -60,6 +61,10 @@ STACKED = {
     "planar_stack": lambda d, c: build("planar", d, context_dim=c, length=3),
     "radial_stack": lambda d, c: build("radial", d, context_dim=c, length=3),
     "householder_stack": lambda d, c: build("householder", d, context_dim=c, length=3),
+    # the 2-D posterior fits' stack: a family on unit-scale noise, placed by a diagonal affine map
+    "planar_affine_stack": lambda d, c: Sequential(
+        *build("planar", d, context_dim=c, length=2).flows, layer("affine", d, context_dim=c)
+    ),
     "mixed_stack": lambda d, c: Sequential(
         layer("scale", d),
         layer("pcpmap", d, context_dim=c, hidden=8),
@@ -84,11 +89,13 @@ INVERTIBLE = {
     "iaf_permuted",
     "pcpmap",
     "reverse",
+    "affine",
     "nice_stack",
     "radial_stack",
     "householder_stack",
     "iaf_stack",
     "mixed_stack",
+    "planar_affine_stack",
 }
 
 DIMS = (1, 2, 5)
