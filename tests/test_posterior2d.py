@@ -13,7 +13,7 @@ import torch
 from flowlib.book.exercises.feedback import ExerciseError
 from flowlib.book.exercises.posterior import check_grid_posterior, check_typical_radius
 from flowlib.experiments import posterior2d as P
-from flowlib.flows import IAF, PCPMap, Planar, Radial, Reverse, Sequential
+from flowlib.flows import IAF, DiagonalAffine, PCPMap, Planar, Radial, Reverse, Sequential
 from flowlib.flows.inverse import flow_inverse
 from flowlib.flows.registry import build
 from flowlib.model.vae import VAE, log_diag_normal
@@ -161,7 +161,7 @@ def test_aggregate_posterior_is_the_mean_of_the_posteriors(flow):
 
 
 def test_diagonal_affine_pushes_the_standard_normal_to_the_diagonal_gaussian():
-    a = P.DiagonalAffine(2).double()
+    a = DiagonalAffine(2).double()
     with torch.no_grad():
         a.m.copy_(torch.tensor([0.5, -1.0]))
         a.log_s.copy_(torch.tensor([-0.7, 0.2]))
