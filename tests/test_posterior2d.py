@@ -226,3 +226,27 @@ def test_exercise_checks_accept_the_answer_and_explain_typical_mistakes():
         check_typical_radius(-2 * math.log(0.01))
     with pytest.raises(ExerciseError, match="expected a number"):
         check_typical_radius("3")
+
+
+def test_train_epoch_trains_only_what_its_optimizer_holds_and_names_a_diverged_batch():
+    """Stage B's epoch (flowlib.training.loop.train_epoch): ceil(N / batch) steps, the frozen
+    decoder untouched, the trained part moved; a non-finite loss raises before its step."""
+    from flowlib.training.loop import TrainingDiverged, train_epoch
+
+    model = _vae(build("planar", 2, context_dim=16)).float()
+    x = _x(50, seed=4).float()
+    model.decoder.requires_grad_(False)
+    decoder = {k: v.clone() for k, v in model.decoder.state_dict().items()}
+    heads = model.encoder.mu.weight.clone()
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    total, step, beta = train_epoch(model, opt, x, 20, torch.Generator().manual_seed(0), step=7,
+                                    progress=False)
+    assert step == 7 + 3 and beta == 1.0 and math.isfinite(total) and total < 0
+    assert all(torch.equal(v, model.decoder.state_dict()[k]) for k, v in decoder.items())
+    assert not torch.equal(heads, model.encoder.mu.weight)
+    with torch.no_grad():
+        model.encoder.mu.bias.fill_(float("nan"))
+    before = model.encoder.log_var.weight.clone()
+    with pytest.raises(TrainingDiverged, match="non-finite loss") as err:
+        train_epoch(model, opt, x, 20, torch.Generator().manual_seed(0), progress=False)
+    assert err.value.batch == 1 and torch.equal(before, model.encoder.log_var.weight)

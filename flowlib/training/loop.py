@@ -24,7 +24,7 @@ from .checkpoint import atomic_save, atomic_write_json, load_checkpoint
 from .records import git_commit, machine
 from .seeding import seed_everything
 
-__all__ = ["train", "evaluate", "build_model", "TrainingDiverged"]
+__all__ = ["train", "train_epoch", "evaluate", "build_model", "TrainingDiverged"]
 
 # Settings that define the model; everything else in the config is about training.
 MODEL_KEYS = ("flow", "flow_length", "amortized", "latent_dim", "hidden", "arch", "sylvester_variant")
@@ -33,7 +33,12 @@ OPTIONAL_MODEL_KEYS = ("sylvester_M", "sylvester_reflections")
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint was kept."""
+    """The loss became NaN or infinite (at ``batch``, counted from 1, of an epoch); :func:`train` keeps
+    the last good checkpoint."""
+
+    def __init__(self, message: str, batch: int | None = None):
+        super().__init__(message)
+        self.batch = batch
 
 
 def flow_options(config: dict) -> dict:
@@ -101,6 +106,40 @@ def mean_elbo(model: VAE, x: torch.Tensor, batch_size: int, device, noise_seed: 
     return out
 
 
+def train_epoch(model: VAE, optimizer, train_x: torch.Tensor, batch_size: int, shuffle: torch.Generator, *,
+                step: int = 0, beta=None, dynamic: bool = False, device="cpu",
+                desc: str = "epoch", progress: bool = True) -> tuple[float, int, float]:
+    """One epoch of ELBO training: ``train_x`` shuffled by ``shuffle``, in minibatches of
+    ``batch_size`` (the last one smaller), one optimizer step per minibatch on ``-ELBO_beta``,
+    ``beta(step)`` for the run's step count ``step`` (a KL warm-up; 1 when ``beta`` is None). With
+    ``dynamic`` each minibatch is binarized afresh (a Bernoulli sample drawn from ``shuffle``).
+    The optimizer trains what it was given (a frozen part of ``model`` stays as it is).
+
+    Returns the summed ELBO of the epoch's images, the step count after it and the last ``beta``;
+    raises :class:`TrainingDiverged` (naming the batch) on a non-finite loss, before that step."""
+    model.train()
+    total, beta_t = 0.0, 1.0
+    perm = torch.randperm(len(train_x), generator=shuffle)
+    bar = tqdm(range(math.ceil(len(train_x) / batch_size)), desc=desc, leave=False, disable=not progress)
+    for b in bar:
+        x = train_x[perm[b * batch_size : (b + 1) * batch_size]]
+        if dynamic:
+            x = datasets.dynamic_binarize(x, shuffle)
+        x = x.to(device)
+        beta_t = 1.0 if beta is None else beta(step)
+        e = model.elbo(x)
+        loss = e.loss(beta_t)
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(f"non-finite loss ({loss.item()})", batch=b + 1)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step += 1
+        total += e.elbo.detach().sum().item()
+        bar.set_postfix(elbo=f"{e.elbo.mean().item():.2f}", beta=f"{beta_t:.2f}")
+    return total, step, beta_t
+
+
 def train(config, progress: bool = True) -> dict:
     """Train the VAE of ``config`` (a :class:`~flowlib.training.config.TrainConfig` or its dict) into
     ``config["out"]``.
@@ -147,35 +186,19 @@ def train(config, progress: bool = True) -> dict:
     # The code that trained each stretch of epochs (a resumed run may continue under a later commit).
     metrics.setdefault("code", []).append({"from_epoch": start + 1, "git_commit": git_commit()})
 
+    dynamic = config["data"] != "binarized-mnist" and config["binarize"] == "dynamic"
     for epoch in range(start, config["epochs"]):
-        model.train()
         t0 = time.perf_counter()
-        total = 0.0
-        perm = torch.randperm(len(train_x), generator=shuffle)
-        bar = tqdm(
-            range(n_batches), desc=f"epoch {epoch + 1}/{config['epochs']}", leave=False, disable=not progress
-        )
-        for b in bar:
-            x = train_x[perm[b * config["batch_size"] : (b + 1) * config["batch_size"]]]
-            if config["data"] != "binarized-mnist" and config["binarize"] == "dynamic":
-                x = datasets.dynamic_binarize(x, shuffle)
-            x = x.to(device)
-            beta = min(1.0, step / warmup_steps) if warmup_steps else 1.0
-            e = model.elbo(x)
-            loss = e.loss(beta)
-            if not torch.isfinite(loss):
-                metrics["status"] = (
-                    f"stopped: non-finite loss ({loss.item()}) at epoch {epoch + 1}, batch {b + 1}; "
-                    f"the last good checkpoint is kept in {out / 'model.pt'}"
-                )
-                atomic_write_json(metrics, out / "metrics.json")
-                raise TrainingDiverged(metrics["status"])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
-            total += e.elbo.detach().sum().item()
-            bar.set_postfix(elbo=f"{e.elbo.mean().item():.2f}", beta=f"{beta:.2f}")
+        try:
+            total, step, beta = train_epoch(
+                model, optimizer, train_x, config["batch_size"], shuffle, step=step,
+                beta=(lambda s: min(1.0, s / warmup_steps)) if warmup_steps else None, dynamic=dynamic,
+                device=device, desc=f"epoch {epoch + 1}/{config['epochs']}", progress=progress)
+        except TrainingDiverged as err:
+            metrics["status"] = (f"stopped: {err} at epoch {epoch + 1}, batch {err.batch}; "
+                                 f"the last good checkpoint is kept in {out / 'model.pt'}")
+            atomic_write_json(metrics, out / "metrics.json")
+            raise TrainingDiverged(metrics["status"]) from None
         seconds = time.perf_counter() - t0
         valid = mean_elbo(model, valid_x, 500, device, config.get("valid_seed"))
         record = {

@@ -1,12 +1,8 @@
 """Stage B: the amortized approximations of one posterior. With the base VAE's decoder and encoder
 trunk frozen, each family's Gaussian output layer and amortized flow are trained to maximise the
-ELBO (``beta = 1``, no warm-up, no early stopping: :data:`~.protocol.APPROX`).
-
-This loop is not :func:`flowlib.training.loop.train`, which builds its VAE from a config and trains
-every parameter with KL warm-up, early stopping and resumable checkpoints, nor
-:func:`flowlib.twod.fit.fit_reverse_kl`, which fits a flow to a fixed energy from its own samples:
-here a part of a built model is trained on minibatches of images. Its arithmetic (the order of the
-random draws included) is the one that made the committed ``results/posterior2d/approximations.pt``.
+ELBO (``beta = 1``, no warm-up, no early stopping: :data:`~.protocol.APPROX`), an epoch at a time
+by the library's loop (:func:`flowlib.training.loop.train_epoch`, the epoch of
+:func:`~flowlib.training.loop.train`), given an optimizer of the trained part only.
 """
 
 from __future__ import annotations
@@ -17,7 +13,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ...model.vae import VAE
-from ...training.loop import mean_elbo
+from ...training.loop import mean_elbo, train_epoch
 from ...training.seeding import seed_everything
 from .models import approximation_model
 from .protocol import APPROX, PROTOCOL
@@ -34,18 +30,11 @@ def train_approximation(base: VAE, family: str, train_x, valid_x, progress: bool
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=APPROX["lr"])
     shuffle = torch.Generator().manual_seed(PROTOCOL["seed"])
-    bs = APPROX["batch_size"]
     history = [{"epoch": 0, "valid_elbo": mean_elbo(model, valid_x, 500, "cpu")["elbo"]}]
     for epoch in range(APPROX["epochs"]):
-        model.train()
-        perm = torch.randperm(len(train_x), generator=shuffle)
         t0 = time.perf_counter()
-        for b in tqdm(range(len(train_x) // bs), desc=f"{family} epoch {epoch + 1}", leave=False,
-                      disable=not progress):
-            loss = model.elbo(train_x[perm[b * bs:(b + 1) * bs]]).loss(1.0)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+        train_epoch(model, opt, train_x, APPROX["batch_size"], shuffle, desc=f"{family} epoch {epoch + 1}",
+                    progress=progress)
         valid = mean_elbo(model, valid_x, 500, "cpu")["elbo"]
         history.append({"epoch": epoch + 1, "valid_elbo": valid, "seconds": time.perf_counter() - t0})
         if progress:
