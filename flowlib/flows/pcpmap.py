@@ -124,7 +124,7 @@ class PCPMap(Flow):
         delta, grad, D = rho[L - 1] * w_out, gam[L] * self.a, [None] * L
         for k in reversed(range(L)):
             e = delta * torch.sigmoid(pre[k])
-            D[k] = delta * torch.sigmoid(pre[k]) * torch.sigmoid(-pre[k])  # delta_k * sigma''(pre_k)
+            D[k] = e * torch.sigmoid(-pre[k])  # delta_k * sigma''(pre_k)
             grad = grad + gam[k] * (e @ self.A[k])
             if k > 0:
                 delta = rho[k - 1] * (e @ Wp[k - 1])
@@ -132,16 +132,36 @@ class PCPMap(Flow):
         if order == 1:
             return out
         # forward mode: J_k = dpre_k/dz, kept transposed (B, dim, H) so that W^(z)+_k J_{k-1} is
-        # one folded matmul; Hess g = sum_k J_k^T diag(D_k) J_k
+        # one folded matmul; Hess G = s1 sum_k J_k^T diag(D_k) J_k + s2 I, with s1 folded into the
+        # (B, H) vectors D_k and the sum and s2 I added in place: the (B, dim, H) and (B, dim, dim)
+        # temporaries are the cost of this step. Only the lower triangle is exact to rounding
+        # (what Cholesky and eigvalsh read); :meth:`hessian` symmetrizes.
         Jt = gam[0][..., :, None] * self.A[0].T
-        hess = (Jt * D[0][..., None, :]) @ Jt.transpose(-1, -2)
+        hess = self._first_layer_hessian(Jt, s1 * D[0])
         for k in range(1, L):
-            Jt = (Jt * (rho[k - 1] * torch.sigmoid(pre[k - 1]))[..., None, :]) @ Wp[k - 1].T
-            Jt = Jt + gam[k][..., :, None] * self.A[k].T
-            hess = hess + (Jt * D[k][..., None, :]) @ Jt.transpose(-1, -2)
-        hess = 0.5 * (hess + hess.transpose(-1, -2))
-        eye = torch.eye(self.dim, dtype=z.dtype, device=z.device)
-        return out + (s1 * hess + s2 * eye,)
+            Jt = ((Jt * (rho[k - 1] * torch.sigmoid(pre[k - 1]))[..., None, :]) @ Wp[k - 1].T).add_(
+                gam[k][..., :, None] * self.A[k].T)
+            hess = hess.add_((Jt * (s1 * D[k])[..., None, :]) @ Jt.transpose(-1, -2))
+        hess.diagonal(dim1=-2, dim2=-1).add_(s2)
+        return out + (hess,)
+
+    @staticmethod
+    def _first_layer_hessian(Jt: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+        """``J_0^T diag(d) J_0`` for every row of ``d`` (``(*Z, H)``), with ``Jt = J_0^T`` of shape
+        ``(*C, dim, H)``. ``J_0 = diag(gamma_0) A_0`` depends on the context only: where rows share it
+        (a static map, or the samples of one image on a sample axis), the Hessians of all the rows
+        are one matrix product of ``d`` with the ``H`` outer products ``J_0[h]^T J_0[h]`` of their
+        context, instead of one small product per row and a pass over ``(*Z, dim, H)``."""
+        dim = Jt.shape[-2]
+        shared = d.dim() - 1 - (Jt.dim() - 2)  # batch axes of the rows that their context lacks
+        if shared <= 0 or Jt.dim() > 3:
+            return (Jt * d[..., None, :]) @ Jt.transpose(-1, -2)
+        P = Jt.transpose(-1, -2)
+        P = (P[..., :, :, None] * P[..., :, None, :]).flatten(-2)  # (*C, H, dim * dim)
+        if Jt.dim() == 2:  # static: one product for all rows
+            return (d @ P).unflatten(-1, (dim, dim))
+        # amortized, d of shape (S, B, H), P of shape (B, H, dim * dim): one product per image
+        return (d.transpose(0, 1) @ P).transpose(0, 1).unflatten(-1, (dim, dim))
 
     def potential(self, z: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         """``G(z; c)``, shape ``(B,)``."""
@@ -156,7 +176,8 @@ class PCPMap(Flow):
     def hessian(self, z: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         """``Hess_z G(z; c)`` = the Jacobian of ``T``, shape ``(B, dim, dim)``, symmetric PD."""
         self._check_inputs(z, context, "z")
-        return self._evaluate(z, context, 2)[2]
+        hess = self._evaluate(z, context, 2)[2]
+        return 0.5 * (hess + hess.transpose(-1, -2))
 
     def _logdet(self, hess: torch.Tensor) -> torch.Tensor:
         """``log det Hess G = 2 sum log diag(chol)``. Every squared Cholesky pivot of a matrix
