@@ -54,8 +54,10 @@ def update(model, opt, x):
     opt.step()
 
 
-def time_updates(model, x, batch_size, batches, clock):
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+def time_updates(model, x, batch_size, batches, clock, make_optimizer=None):
+    # the package's own optimizer (the training loop's ``make_optimizer``) where it has one
+    opt = (torch.optim.Adam(model.parameters(), lr=1e-3) if make_optimizer is None
+           else make_optimizer(model, {"optimizer": "adam", "lr": 1e-3}))
     t0 = clock()
     for b in range(batches):
         update(model, opt, x[b * batch_size : (b + 1) * batch_size])
@@ -122,23 +124,25 @@ def main():
     x = x[: args.batches * batch_size]
     x_eval = load(protocol["train"]["data"], "test")[0][: args.eval_images]
     packages = ["flowlib"] + ([args.baseline] if args.baseline else [])
-    models = {}
+    models, optimizers = {}, {}
     for package in packages:
         try:
-            build_model = importlib.import_module(f"{package}.training.loop").build_model
+            loop = importlib.import_module(f"{package}.training.loop")
         except ModuleNotFoundError:  # a copy of flowlib from before the three-layer layout
-            build_model = importlib.import_module(f"{package}.train").build_model
+            loop = importlib.import_module(f"{package}.train")
+        build_model, make_optimizer = loop.build_model, getattr(loop, "make_optimizer", None)
         for name, row in rows.items():
             key = name if package == "flowlib" else f"{name}@{package}"
             torch.manual_seed(0)
             models[key] = build_model(row_config(protocol, row, 0, pathlib.Path("unused")))
+            optimizers[key] = make_optimizer
     flops = {name: update_flops(model, x[:batch_size]) for name, model in models.items()}
-    for model in models.values():  # warm-up
-        time_updates(model, x, batch_size, 2, clock)
+    for name, model in models.items():  # warm-up
+        time_updates(model, x, batch_size, 2, clock, optimizers[name])
     times = {name: [] for name in models}
     for _ in tqdm(range(args.repeats), desc="training rounds"):
         for name, model in models.items():
-            times[name].append(time_updates(model, x, batch_size, args.batches, clock))
+            times[name].append(time_updates(model, x, batch_size, args.batches, clock, optimizers[name]))
     base = statistics.median(times["none"])
     result_rows = {
         name: {"label": rows[name.split("@")[0]]["label"],
