@@ -222,23 +222,42 @@ def _mean_std(values):
 
 
 def summarize(folder) -> list[dict]:
-    """One summary per row with results: mean and std over seeds of each reported quantity."""
+    """One summary per row with results: mean and std over seeds of each reported quantity, with the
+    provenance of every seed (``command``, ``git_commit``, ``test_nll_git_commit``, ``machine``) and,
+    where per-image files exist, the statistics of :func:`.mnist_report.row_statistics` (key
+    ``statistics``: full-test NLL with its standard error, paired gain over the row ``none``, seed
+    spread on the common subset, training hours).
+
+    The NLL and the -ELBO on its images are averaged only over the seeds evaluated on the most test
+    images (``test_nll_seeds``): a mean over seeds evaluated on different images would mix the
+    differences between images into the differences between seeds."""
+    from . import mnist_report
+
     protocol, rows = load_experiment(folder)
+    statistics_by_row = mnist_report.report(folder)
     summary = []
     for name, records in collect(folder).items():
         entry = {"row": name, "label": rows[name]["label"], "seeds": [r["seed"] for r in records],
                  "paper": rows[name].get("paper")}
-        for key in ("test_nll", "test_neg_elbo", "test_neg_elbo_same_images", "test_kl",
-                    "test_reconstruction"):
+        images = [r.get("test_images", r.get("test_nll_examples")) for r in records]
+        most = max((n for n in images if n is not None), default=None)
+        headline = [r for r, n in zip(records, images) if n == most]
+        entry["test_nll_seeds"] = [r["seed"] for r in headline]
+        for key in ("test_nll", "test_neg_elbo_same_images"):
+            entry[key], entry[key + "_std"] = _mean_std([r.get(key) for r in headline])
+        for key in ("test_neg_elbo", "test_kl", "test_reconstruction"):
             entry[key], entry[key + "_std"] = _mean_std([r.get(key) for r in records])
         entry["epochs"] = [len(r["epochs"]) for r in records]
         entry["best_epoch"] = [r["best_epoch"] for r in records]
-        entry["stopped_early"] = [r.get("stopped_early", r.get("status", "").startswith("early"))
-                                  for r in records]
-        entry["test_images"] = [r.get("test_images", r.get("test_nll_examples")) for r in records]
+        entry["stopped_early"] = [mnist_report.converged(r) for r in records]
+        entry["test_images"] = images
         entry["importance_samples"] = [r.get("importance_samples", r.get("test_nll_importance_samples"))
                                        for r in records]
         entry["seconds_per_epoch"] = statistics.median(e["seconds"] for r in records for e in r["epochs"])
+        for key in ("command", "git_commit", "test_nll_git_commit", "machine"):
+            entry[key] = [r.get(key) for r in records]
+        if name in statistics_by_row:
+            entry["statistics"] = statistics_by_row[name]
         summary.append(entry)
     return summary
 
