@@ -22,10 +22,10 @@ from torch import nn
 
 from ..flows.base import Flow, check_inputs
 from ..flows.gaussian import LOG_2PI, log_diag_normal, log_standard_normal
-from . import posterior
 from .encoders import Decoder, Encoder
+from .posterior import FlowPosterior
 
-__all__ = ["VAE", "ELBO"]
+__all__ = ["VAE", "ELBO", "FlowPosterior"]
 
 # the prior's and the posterior's densities (flowlib.flows.gaussian; importable from here too)
 __all__ += ["log_standard_normal", "log_diag_normal", "LOG_2PI"]
@@ -56,15 +56,16 @@ class ELBO:
 class VAE(nn.Module):
     """``VAE(x_dim=784, z_dim=40, hidden=(300, 300), flow=None, arch="mlp")``.
 
-    Its posterior ``q(z | x)`` (sampling and density) is :mod:`flowlib.model.posterior`'s; the flow
-    acts after the Gaussian's affine map, or before it when ``flow_on_noise`` (a subclass's choice).
+    Its posterior ``q_K(z | x)`` is ``vae.q``, a :class:`~flowlib.model.posterior.FlowPosterior`
+    (sampling and density in one place): the encoder's Gaussian and ``flow`` after its affine map
+    (a :class:`~flowlib.model.whitened.WhitenedFlowVAE`, or any posterior given to
+    :meth:`from_parts`, may put it before). The flow is registered once, as the submodule ``flow``
+    (state-dict names ``flow.*``); ``vae.q.flow is vae.flow``.
 
     ``flow`` is any :class:`flowlib.flows.Flow` of dimension ``z_dim``; an amortized one
     must have ``context_dim`` equal to the encoder's feature size ``h_dim`` (``hidden[-1]`` for
     the MLP). ``arch="conv"`` uses gated convolutions (van den Berg et al. 2018).
     """
-
-    flow_on_noise = False
 
     def __init__(self, x_dim: int = 784, z_dim: int = 40, hidden: tuple[int, ...] = (300, 300),
                  flow: Flow | None = None, arch: str = "mlp"):
@@ -72,19 +73,34 @@ class VAE(nn.Module):
         ``arch`` built here (a convenience; :meth:`from_parts` takes any parts)."""
         super().__init__()
         encoder = Encoder(x_dim, z_dim, hidden, arch)
-        self._assemble(encoder, Decoder(x_dim, z_dim, tuple(reversed(hidden)), arch), flow)
+        decoder = Decoder(x_dim, z_dim, tuple(reversed(hidden)), arch)
+        self._assemble(encoder, decoder, self._posterior_of(flow))
 
     @classmethod
-    def from_parts(cls, encoder: nn.Module, decoder: nn.Module, flow: Flow | None = None) -> VAE:
+    def from_parts(cls, encoder: nn.Module, decoder: nn.Module,
+                   posterior: FlowPosterior | Flow | None = None) -> VAE:
         """A VAE of injected parts: an ``encoder`` ``x -> (mu, log_var, h)`` with attributes ``x_dim``,
-        ``z_dim``, ``h_dim``; a ``decoder`` ``z -> logits`` of ``x``; and the posterior's flow (None,
-        static, or amortized with ``context_dim = encoder.h_dim``). Sizes are read from the parts."""
+        ``z_dim``, ``h_dim``; a ``decoder`` ``z -> logits`` of ``x``; and its ``posterior``, a
+        :class:`~flowlib.model.posterior.FlowPosterior` whose flow is None, static, or amortized with
+        ``context_dim = encoder.h_dim``. A bare :class:`~flowlib.flows.Flow` or None is accepted too
+        and wrapped in the class's own posterior (``FlowPosterior(flow)`` here, whitened for a
+        :class:`~flowlib.model.whitened.WhitenedFlowVAE`). Sizes are read from the parts."""
         vae = cls.__new__(cls)
         nn.Module.__init__(vae)
-        vae._assemble(encoder, decoder, flow)
+        vae._assemble(encoder, decoder, cls._posterior_of(posterior))
         return vae
 
-    def _assemble(self, encoder, decoder, flow) -> None:
+    @classmethod
+    def _posterior_of(cls, posterior) -> FlowPosterior:
+        """The posterior given, or a bare flow (or None) wrapped in this class's posterior."""
+        if isinstance(posterior, FlowPosterior):
+            return posterior
+        if posterior is None or isinstance(posterior, Flow):
+            return FlowPosterior(posterior)
+        raise ValueError(f"posterior must be a FlowPosterior, a flowlib Flow or None, got "
+                         f"{type(posterior).__name__}")
+
+    def _assemble(self, encoder, decoder, q: FlowPosterior) -> None:
         for name in ("x_dim", "z_dim", "h_dim"):
             if not isinstance(getattr(encoder, name, None), int):
                 raise ValueError(f"the encoder must say its {name} (an int attribute)")
@@ -92,32 +108,27 @@ class VAE(nn.Module):
                 encoder.x_dim, encoder.z_dim):
             raise ValueError(f"the decoder maps z_dim = {decoder.z_dim} to x_dim = {decoder.x_dim}; the "
                              f"encoder maps x_dim = {encoder.x_dim} to z_dim = {encoder.z_dim}")
+        q.check(encoder.z_dim, encoder.h_dim)
         self.x_dim, self.z_dim, self.h_dim = encoder.x_dim, encoder.z_dim, encoder.h_dim
-        z_dim = self.z_dim
         self.encoder, self.decoder = encoder, decoder
-        if flow is not None:
-            if not isinstance(flow, Flow):
-                raise ValueError(f"flow must be a flowlib Flow or None, got {type(flow).__name__}")
-            if flow.dim != z_dim:
-                raise ValueError(f"flow.dim must equal z_dim = {z_dim}, got {flow.dim}")
-            if flow.amortized and flow.context_dim != self.h_dim:
-                raise ValueError(
-                    f"an amortized flow needs context_dim = h_dim = {self.h_dim}, got {flow.context_dim}"
-                )
-        self.flow = flow
+        self.flow = q.flow  # registered here, once: the state-dict names flow.*
+        self.__dict__["q"] = q  # held, not registered (no second copy of flow.* in the state dict)
+
+    def __setattr__(self, name, value):
+        if name in ("flow", "q") and "q" in self.__dict__:
+            raise AttributeError(f"a VAE's {name} is set once, with its posterior (VAE.from_parts)")
+        super().__setattr__(name, value)
 
     def _check_x(self, x):
         check_inputs("VAE", self.x_dim, None, x, None, "x")
 
     def posterior(self, x: torch.Tensor, n_samples: int = 1):
         """Draw ``z_K ~ q_K(z | x)``: returns ``z_K`` and ``log q_K(z_K | x)`` with a leading
-        sample axis, shapes ``(n_samples, B, z_dim)`` and ``(n_samples, B)``."""
+        sample axis, shapes ``(n_samples, B, z_dim)`` and ``(n_samples, B)`` (``self.q.rsample`` at
+        the encoder's output)."""
         self._check_x(x)
         mu, log_var, h = self.encoder(x)
-        return self._sample(mu, log_var, h, n_samples)
-
-    def _sample(self, mu, log_var, h, n_samples):
-        return posterior.rsample(self.flow, mu, log_var, h, n_samples, whitened=self.flow_on_noise)
+        return self.q.rsample(mu, log_var, h, n_samples)
 
     def log_p_x_given_z(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """Bernoulli ``log p(x | z)`` summed over pixels; ``z`` may carry leading sample axes."""
@@ -143,7 +154,7 @@ class VAE(nn.Module):
         chunk = max(1, max_rows // x.shape[0])
         log_w = []
         for start in range(0, k, chunk):
-            z, log_q = self._sample(mu, log_var, h, min(chunk, k - start))
+            z, log_q = self.q.rsample(mu, log_var, h, min(chunk, k - start))
             log_w.append(self.log_p_x_given_z(x, z) + log_standard_normal(z) - log_q)
         return torch.logsumexp(torch.cat(log_w, 0), dim=0) - math.log(k)
 

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from ..flows.base import Flow
 from ..flows.inverse import flow_inverse
-from ..model import posterior
+from ..model.posterior import FlowPosterior
 from ..model.vae import VAE, log_diag_normal, log_standard_normal
 from .grid import Grid2D
 
@@ -156,27 +156,27 @@ def posterior_box(grid: Grid2D, log_post: torch.Tensor, *, drop: float = 20.0,
 
 @torch.no_grad()
 def log_q(model: VAE, x: torch.Tensor, z: torch.Tensor, flow: Flow | None = None) -> torch.Tensor:
-    """``log q_K(z | x)`` at the points ``z`` (``(M, 2)``) for one image ``x``, in float64 (eq. 6),
-    for a :class:`~flowlib.model.vae.VAE` (flow after the affine map) or a
-    :class:`~flowlib.model.whitened.WhitenedFlowVAE` (flow before it).
+    """``log q_K(z | x)`` at the points ``z`` (``(M, 2)``) for one image ``x``, in float64 (eq. 6):
+    the model's posterior object ``model.q`` (:class:`~flowlib.model.posterior.FlowPosterior`, its
+    flow after the affine map as in a :class:`~flowlib.model.vae.VAE`, or before it as in a
+    :class:`~flowlib.model.whitened.WhitenedFlowVAE`) at the encoder's output for ``x``.
 
-    ``flow`` replaces the model's own (e.g. a flow fitted to this one image: then ``x``'s
-    Gaussian is replaced by ``N(0, I)`` and ``flow`` must be static)."""
+    ``flow`` replaces the model's posterior (e.g. a flow fitted to this one image: then ``x``'s
+    Gaussian is replaced by ``N(0, I)``, the posterior is ``FlowPosterior(flow)`` and ``flow`` must
+    be static)."""
     x = _check(model, x)
     if x.shape[0] != 1:
         raise ValueError(f"log_q: expected one image, got {x.shape[0]}")
     z = z.to(torch.float64)
-    model_flow = flow is None
     if flow is None:
         mu, log_var, h = (t.to(torch.float64) for t in model.encoder(x.to(next(model.parameters()).dtype)))
-        flow = model.flow
+        q = model.q
     else:
         if flow.amortized:
             raise ValueError("log_q: a flow given in place of the model's must be static")
         mu, log_var, h = torch.zeros(1, 2, dtype=z.dtype), torch.zeros(1, 2, dtype=z.dtype), None
-    flow = None if flow is None else copy.deepcopy(flow).double()
-    # the whitened order only for the model's own flow (a fitted flow replaces the Gaussian too)
-    return posterior.log_prob(flow, z, mu, log_var, h, whitened=model.flow_on_noise and model_flow)
+        q = FlowPosterior(flow)
+    return copy.deepcopy(q).double().log_prob(z, mu, log_var, h)
 
 
 def grid_kl(grid: Grid2D, log_q_grid: torch.Tensor, log_post: torch.Tensor) -> tuple[float, float]:
@@ -203,12 +203,14 @@ def mc_kl(model: VAE, x: torch.Tensor, log_px: float, n: int = 10_000, sampler=N
 @torch.no_grad()
 def aggregate_log_q(model: VAE, X: torch.Tensor, z: torch.Tensor, chunk: int = 500) -> torch.Tensor:
     """``log q(z) = log (1/N) sum_n q_K(z | x_n)``, the aggregate posterior of the images ``X`` at
-    the points ``z`` (float64). Needs a static flow (or none): its inverse is then the same for
-    every image and is computed once. Each Gaussian's log density is a quadratic in ``z``, so all
-    of them at all points are one matrix product of ``(z^2, z, 1)`` with their coefficients."""
+    the points ``z`` (float64). Needs a static flow (or none) after the affine map: its inverse is
+    then the same for every image and is computed once. Each Gaussian's log density is a quadratic
+    in ``z``, so all of them at all points are one matrix product of ``(z^2, z, 1)`` with their
+    coefficients."""
     X = _check(model, X)
-    if model.flow is not None and model.flow.amortized:
-        raise ValueError("aggregate_log_q: needs a VAE without a flow or with a static flow")
+    if model.q.amortized or (model.q.whitened and model.q.flow is not None):
+        raise ValueError("aggregate_log_q: needs a VAE without a flow or with a static flow (after the "
+                         "affine map: its posterior not whitened)")
     mu, log_var, _ = (t.to(torch.float64) for t in model.encoder(X.to(next(model.parameters()).dtype)))
     z = z.to(torch.float64)
     z0, logdet = (z, 0.0) if model.flow is None else flow_inverse(copy.deepcopy(model.flow).double(), z)
