@@ -30,7 +30,9 @@ def approximation_model(base: VAE, family: str) -> VAE:
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {tuple(FAMILIES)}, got {family!r}")
     flow = family_flow(family, base.h_dim)
-    model = WhitenedFlowVAE(784, 2, tuple(PROTOCOL["hidden"]), flow)
+    # the base's sizes (its x_dim is the data's, flowlib.data.X_DIM); built, not copied, so that the
+    # random draws of its initialisation (overwritten by the base's weights) stay as they were
+    model = WhitenedFlowVAE(base.x_dim, base.z_dim, tuple(PROTOCOL["hidden"]), flow, PROTOCOL["arch"])
     missing, unexpected = model.load_state_dict(base.state_dict(), strict=False)
     assert not unexpected and all(k.startswith("flow.") for k in missing), (missing, unexpected)
     return model
