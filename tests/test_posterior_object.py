@@ -11,6 +11,7 @@ import torch
 
 from flowlib.flows import Planar
 from flowlib.flows.registry import build
+from flowlib.flows.testing import perturb_
 from flowlib.model.encoders import Decoder, Encoder
 from flowlib.model.posterior import FlowPosterior
 from flowlib.model.vae import VAE
@@ -20,21 +21,13 @@ Z, H = 3, 8
 INVERTIBLE = ("planar", "radial", "householder", "nice", "iaf", "pcpmap")  # Sylvester has no inverse
 
 
-def _perturbed(flow, scale=0.3, seed=0):
-    """Defaults sit near the identity, where a wrong formula can look right: move every parameter."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in flow.parameters():
-            p.add_(scale * torch.randn(p.shape, generator=g, dtype=p.dtype))
-    return flow
-
-
 def _flow(name, amortized):
     if name == "none":
         return None
     torch.manual_seed(0)
     options = {"hidden": 16} if name == "iaf" else {}
-    return _perturbed(build(name, Z, context_dim=H if amortized else None, length=2, **options).double())
+    flow = build(name, Z, context_dim=H if amortized else None, length=2, **options).double()
+    return perturb_(flow, std=0.3)  # away from the identity, where a wrong formula can look right
 
 
 def _encoded(B=4, seed=1):
