@@ -96,7 +96,8 @@ def test_bad_inputs():
 
 
 def test_a_vae_of_injected_parts():
-    """VAE.from_parts takes any encoder, decoder and flow and reads the sizes from them (no 784, no
+    """VAE.from_parts takes any encoder, decoder and flow (a bare flow, wrapped in its posterior;
+    tests/test_posterior_object.py gives it the posterior object) and reads the sizes from them (no 784, no
     h_dim written anywhere); the book's constructor is the same model with the same state-dict names."""
     from flowlib.model.encoders import Decoder, Encoder
 

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from .. import data as datasets
 from ..flows.registry import build
 from ..model.encoders import Decoder, Encoder, feature_size
+from ..model.posterior import FlowPosterior
 from ..model.vae import VAE
 from .checkpoint import atomic_save, atomic_write_json, load_checkpoint
 from .records import git_commit, machine
@@ -80,7 +81,7 @@ def build_model(config: dict) -> VAE:
                  length=config["flow_length"], **flow_options(config))
     x_dim = datasets.X_DIM
     encoder = Encoder(x_dim, z_dim, hidden, arch)
-    return VAE.from_parts(encoder, Decoder(x_dim, z_dim, hidden[::-1], arch), flow)
+    return VAE.from_parts(encoder, Decoder(x_dim, z_dim, hidden[::-1], arch), FlowPosterior(flow))
 
 
 def load_split(config: dict, split: str, subset: int | None = None) -> torch.Tensor:
