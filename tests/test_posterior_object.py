@@ -16,6 +16,7 @@ from flowlib.model.encoders import Decoder, Encoder
 from flowlib.model.posterior import FlowPosterior
 from flowlib.model.vae import VAE
 from flowlib.model.whitened import WhitenedFlowVAE
+from flowlib.twod.posterior_grid import aggregate_log_q
 
 Z, H = 3, 8
 INVERTIBLE = ("planar", "radial", "householder", "nice", "iaf", "pcpmap")  # Sylvester has no inverse
@@ -155,6 +156,13 @@ def test_posterior_errors():
         VAE.from_parts(enc, dec, FlowPosterior(Planar(Z, context_dim=5), whitened=True))
     with pytest.raises(ValueError, match="a WhitenedFlowVAE's posterior is whitened"):
         WhitenedFlowVAE.from_parts(enc, dec, FlowPosterior(Planar(Z)))
+    # the aggregate posterior inverts one static flow for all images: only after the affine map
+    x = torch.rand(3, 784).bernoulli()
+    points = torch.randn(5, 2, dtype=torch.float64)
+    for model in (WhitenedFlowVAE(784, 2, (H,), Planar(2)), VAE(784, 2, (H,), Planar(2, context_dim=H))):
+        with pytest.raises(ValueError, match="aggregate_log_q: needs a VAE without a flow or with a static"):
+            aggregate_log_q(model, x, points)
+    assert aggregate_log_q(WhitenedFlowVAE(784, 2, (H,)), x, points).shape == (5,)
 
 
 # ---- convolutional networks on other image shapes -------------------------------------------------
