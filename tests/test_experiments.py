@@ -172,3 +172,15 @@ def test_runs_root_can_live_outside_the_checkout(tmp_path, monkeypatch):
     folder = _write(tmp_path / "r", protocol, {"a": {"flow": "none", "label": "a"}})
     monkeypatch.setenv("FLOWLIB_RUNS_ROOT", str(tmp_path / "elsewhere"))
     assert experiments.load_experiment(folder)[0]["runs"] == str(tmp_path / "elsewhere" / "runs" / "x")
+
+
+def test_format_table_gives_each_seed_its_own_epochs_under_early_stopping():
+    def entry(epochs, best):
+        return {"label": "r", "test_nll": 89.0, "test_nll_std": None, "test_neg_elbo_same_images": 95.0,
+                "test_neg_elbo_same_images_std": None, "test_kl": 24.0, "test_kl_std": None,
+                "seeds": list(range(len(epochs))), "epochs": epochs, "best_epoch": best}
+
+    stopped = experiments.format_table([entry([192, 137, 159], [162, 107, 129])]).splitlines()[-1]
+    assert stopped.endswith("| 3 | 192 (162), 137 (107), 159 (129) |")
+    fixed = experiments.format_table([entry([50, 50, 50], [50, 49, 49])]).splitlines()[-1]
+    assert fixed.endswith("| 3 | 50 (50, 49, 49) |")

@@ -310,7 +310,8 @@ def status(folder, now: float | None = None) -> str:
 
 
 def format_table(summary: list[dict]) -> str:
-    """A markdown table: NLL, -ELBO on the same images, their gap, KL, seeds and epochs."""
+    """A markdown table: NLL, -ELBO on the same images, their gap, KL, seeds and epochs: the
+    epochs run and, in brackets, the best epoch of each seed (one epoch count for all when equal)."""
     def fmt(m, s):
         if m is None:
             return "n/a"
@@ -322,12 +323,15 @@ def format_table(summary: list[dict]) -> str:
              "|---|---|---|---|---|---|---|"]
     for e in summary:
         gap = None if e["test_nll"] is None else e["test_neg_elbo_same_images"] - e["test_nll"]
-        best = ", ".join(str(b) for b in e["best_epoch"])
+        if len(set(e["epochs"])) == 1:  # one budget for every seed (a fixed-length table)
+            epochs = f"{e['epochs'][0]} ({', '.join(str(b) for b in e['best_epoch'])})"
+        else:  # early stopping: each seed's own length and best epoch
+            epochs = ", ".join(f"{n} ({b})" for n, b in zip(e["epochs"], e["best_epoch"], strict=True))
         lines.append(
             f"| {e['label']} | {fmt(e['test_nll'], e['test_nll_std'])} | "
             f"{fmt(e['test_neg_elbo_same_images'], e['test_neg_elbo_same_images_std'])} | "
             f"{'n/a' if gap is None else f'{gap:.2f}'} | {fmt(e['test_kl'], e['test_kl_std'])} | "
-            f"{len(e['seeds'])} | {max(e['epochs'])} ({best}) |"
+            f"{len(e['seeds'])} | {epochs} |"
         )
     return "\n".join(lines)
 
