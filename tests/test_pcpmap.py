@@ -214,3 +214,22 @@ def test_bad_inputs_raise():
             PCPMap(3, **kwargs)
     with pytest.raises(ValueError, match="dim"):
         PCPMap(0)
+
+
+@pytest.mark.parametrize("context_dim", [None, 3])
+@pytest.mark.parametrize("slice_entries", [10**9, 7 * 5 * 8, 5 * 8])
+def test_sliced_sample_axis_equals_one_pass(context_dim, slice_entries):
+    """A long sample axis is evaluated in slices (by images for an amortized map, by samples where
+    one image's samples exceed a slice): the same values and gradients as in one pass."""
+    m, _, c = make(5, context_dim, 2, batch=4)
+    z = torch.randn(7, 4, 5, dtype=torch.float64, requires_grad=True)
+    whole_T, whole_ld = m(z, c)
+    g_whole = torch.autograd.grad((whole_T.sin().sum() + whole_ld.sum()), [z, *m.parameters()])
+    m.SLICE_ENTRIES = slice_entries
+    T, ld = m(z, c)
+    g = torch.autograd.grad((T.sin().sum() + ld.sum()), [z, *m.parameters()])
+    assert T.shape == (7, 4, 5) and ld.shape == (7, 4)
+    torch.testing.assert_close(T, whole_T, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(ld, whole_ld, rtol=1e-12, atol=1e-12)
+    for a, b in zip(g, g_whole):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)

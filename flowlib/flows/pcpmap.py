@@ -195,15 +195,23 @@ class PCPMap(Flow):
         ev = torch.linalg.eigvalsh(torch.where(bad[..., None, None], hess, eye))
         return torch.where(bad, ev.clamp_min(s2).log().sum(-1), ld_chol)
 
-    # samples of a sample axis are processed in slices of about this many entries of the
-    # (S, B, dim, hidden) Jacobian temporaries: whole chunks of importance samples would make
-    # them hundreds of MB, and the time goes into allocating and streaming them
+    # a sample axis is processed in slices of about this many entries of the (S, B, dim, hidden)
+    # Jacobian temporaries: whole chunks of importance samples would make them hundreds of MB, and
+    # the time goes into allocating and streaming them. An amortized map is sliced by images (all
+    # the samples of a few context rows), so that what depends on the context alone (the context
+    # path, the first layer's outer products) is computed once per image, not once per slice;
+    # by samples only where one image's samples exceed a slice.
     SLICE_ENTRIES = 2**22
 
     def _forward(self, z, context):
-        if z.dim() == 3:
-            n = max(1, self.SLICE_ENTRIES // (z.shape[1] * self.dim * self.hidden))
-            if n < z.shape[0]:
+        if z.dim() == 3 and z.shape[0] * z.shape[1] * self.dim * self.hidden > self.SLICE_ENTRIES:
+            S, B = z.shape[:2]
+            if context is not None and B > 1:
+                n = max(1, self.SLICE_ENTRIES // (S * self.dim * self.hidden))
+                parts = [self._forward(zp, cp) for zp, cp in zip(z.split(n, 1), context.split(n))]
+                return torch.cat([p[0] for p in parts], 1), torch.cat([p[1] for p in parts], 1)
+            n = max(1, self.SLICE_ENTRIES // (B * self.dim * self.hidden))
+            if n < S:
                 parts = [self._forward(part, context) for part in z.split(n)]
                 return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
         _, T, hess = self._evaluate(z, context, 2)
