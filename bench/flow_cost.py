@@ -17,9 +17,9 @@ images, timed the same way; ``eval_ratio`` and ``eval_flop_ratio`` are per image
 row's at the same ``K``, and ``eval_images_per_second`` the throughput.
 
 Times are the process's CPU time (``--clock cpu``, the default): on a machine shared with other
-jobs, wall time also counts the waits for a core. ``--baseline NAME`` also measures every row
-built by another importable copy of flowlib under the package name NAME (e.g. the code before a
-change), as rows ``ROW@NAME``.
+jobs, wall time also counts the waits for a core. ``--baseline NAME [NAME ...]`` also measures
+every row built by other importable copies of flowlib under the package names NAME (e.g. the code
+before a change), as rows ``ROW@NAME``.
 
     FLOWLIB_DATA=../shared/data python bench/flow_cost.py experiments/mnist \\
         [--batches 20] [--repeats 3] [--threads 1] [--eval-k 500] [--eval-images 100] \\
@@ -106,7 +106,8 @@ def main():
     parser.add_argument("--eval-k", type=int, default=500, help="importance samples an image (0: none)")
     parser.add_argument("--eval-images", type=int, default=100)
     parser.add_argument("--clock", choices=CLOCKS, default="cpu")
-    parser.add_argument("--baseline", default=None, help="package name of another copy of flowlib to measure")
+    parser.add_argument("--baseline", nargs="+", default=[],
+                        help="package names of other copies of flowlib to measure")
     parser.add_argument("--rows", nargs="*", default=None, help="only these rows (and 'none')")
     parser.add_argument("--json", type=pathlib.Path, default=None)
     args = parser.parse_args()
@@ -123,7 +124,7 @@ def main():
     updates_per_epoch = math.ceil(len(x) / batch_size)
     x = x[: args.batches * batch_size]
     x_eval = load(protocol["train"]["data"], "test")[0][: args.eval_images]
-    packages = ["flowlib"] + ([args.baseline] if args.baseline else [])
+    packages = ["flowlib"] + args.baseline
     models, optimizers = {}, {}
     for package in packages:
         try:
@@ -172,7 +173,7 @@ def main():
     command = ["python bench/flow_cost.py", str(args.folder), f"--batches {args.batches}",
                f"--repeats {args.repeats}", f"--threads {args.threads}", f"--eval-k {args.eval_k}",
                f"--eval-images {args.eval_images}", f"--clock {args.clock}"]
-    command += [f"--baseline {args.baseline}"] if args.baseline else []
+    command += ["--baseline " + " ".join(args.baseline)] if args.baseline else []
     command += ["--rows " + " ".join(args.rows)] if args.rows else []
     result = {
         "command": " ".join(command),

@@ -27,8 +27,8 @@ the identity, where a wrong formula can look right). Pyro's Sylvester flow is ch
 not timed: no peer shares it).
 
 Peers are an optional extra: ``pip install -e .[bench]``. A peer that is not installed is
-skipped, and said so. ``--baseline NAME`` also times the stacks of an importable copy of flowlib
-under the package name NAME (e.g. the code before a change, copied to ``flowlib_before``).
+skipped, and said so. ``--baseline NAME [NAME ...]`` also times the stacks of importable copies
+of flowlib under the package names NAME (e.g. the code before a change, copied to ``flowlib_before``).
 
     python bench/peers.py [--rounds 15] [--calls 5] [--baseline flowlib_before] \\
         [--json results/bench/peers.json]
@@ -210,15 +210,16 @@ def main():
     parser.add_argument("--calls", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--clock", choices=CLOCKS, default="cpu")
-    parser.add_argument("--baseline", default=None, help="package name of another copy of flowlib to time")
+    parser.add_argument("--baseline", nargs="+", default=[],
+                        help="package names of other copies of flowlib to time")
     parser.add_argument("--json", type=pathlib.Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
     libs = {"flowlib": flowlib_stacks()}
-    if args.baseline:
-        libs[args.baseline] = flowlib_stacks(args.baseline)
+    for package in args.baseline:
+        libs[package] = flowlib_stacks(package)
     missing = {}
     for peer in PEERS:
         try:

@@ -1,7 +1,7 @@
 """Markdown tables of the committed benchmark results, for the README: the peers bench
 (``results/bench/peers.json``, from ``bench/peers.py``) and the rows' cost against their FLOP floors
 (``results/mnist/cost.json``, from ``bench/flow_cost.py``), each with the code before the speed-up
-where the file measured it (``--baseline``: rows ``NAME@BASELINE``).
+where the file measured it (``--baseline``: rows ``NAME@BASELINE``, one column per baseline).
 
     python bench/tables.py [--peers results/bench/peers.json] [--cost results/mnist/cost.json]
 """
@@ -29,44 +29,47 @@ def peers_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def baselines(rows: dict) -> list[str]:
+    """The baselines' package names, in the order the file measured them."""
+    return list(dict.fromkeys(name.split("@")[1] for name in rows if "@" in name))
+
+
 def before_after(result: dict) -> dict:
-    """Per row: training and evaluation ratios after (this code) and before (the baseline's rows,
-    over the baseline's own no-flow row), and the FLOP floors of this code."""
+    """Per row: training and evaluation ratios after (this code) and before (each baseline's rows,
+    over that baseline's own no-flow row: ``ratio_before[NAME]``), and the FLOP floors of this code."""
     rows = result["rows"]
-    baseline = {name.split("@")[1] for name in rows if "@" in name}
     out = {}
     for name, r in rows.items():
         if "@" in name:
             continue
-        entry = {"label": r["label"], "ratio": r["ratio"], "flop_ratio": r["flop_ratio"]}
+        entry = {"label": r["label"], "ratio": r["ratio"], "flop_ratio": r["flop_ratio"],
+                 "ratio_before": {}, "eval_ratio_before": {}}
         if "eval_ratio" in r:
             entry.update(eval_ratio=r["eval_ratio"], eval_flop_ratio=r["eval_flop_ratio"])
-        for b in baseline:
+        for b in baselines(rows):
             old, old_none = rows[f"{name}@{b}"], rows[f"none@{b}"]
-            entry["ratio_before"] = old["ratio"] / old_none["ratio"]
-            entry["flop_ratio_before"] = old["flop_ratio"]
+            entry["ratio_before"][b] = old["ratio"] / old_none["ratio"]
             if "eval_ratio" in r:
-                entry["eval_ratio_before"] = old["eval_ratio"] / old_none["eval_ratio"]
-                entry["eval_flop_ratio_before"] = old["eval_flop_ratio"]
+                entry["eval_ratio_before"][b] = old["eval_ratio"] / old_none["eval_ratio"]
         out[name] = entry
     return out
 
 
 def cost_table(result: dict) -> str:
-    rows = before_after(result)
-    before = any("ratio_before" in r for r in rows.values())
-    lines = ["| row | training: before | after | FLOP floor | after / floor "
-             "| evaluation: before | after | FLOP floor | after / floor |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    rows, names = before_after(result), baselines(result["rows"])
+    cols = "".join(f" {b} |" for b in names)
+    lines = [f"| row | training:{cols} now | FLOP floor | now / floor "
+             f"| evaluation:{cols} now | FLOP floor | now / floor |",
+             "|---|" + "---|" * (2 * len(names) + 6)]
     for r in rows.values():
-        b = f"{r['ratio_before']:.2f}" if before else "-"
-        eb = f"{r['eval_ratio_before']:.2f}" if before and "eval_ratio_before" in r else "-"
-        ev = "- | - | -"
+        before = "".join(f" {r['ratio_before'][b]:.2f} |" for b in names)
+        ev = " -" * len(names) + " - | - | -"
         if "eval_ratio" in r:
-            ev = (f"{r['eval_ratio']:.2f} | {r['eval_flop_ratio']:.2f} | "
+            ev = ("".join(f" {r['eval_ratio_before'][b]:.2f} |" for b in names)
+                  + f" {r['eval_ratio']:.2f} | {r['eval_flop_ratio']:.2f} | "
                   f"{r['eval_ratio'] / r['eval_flop_ratio']:.2f}")
-        lines.append(f"| {r['label']} | {b} | {r['ratio']:.2f} | {r['flop_ratio']:.2f} | "
-                     f"{r['ratio'] / r['flop_ratio']:.2f} | {eb} | {ev} |")
+        lines.append(f"| {r['label']} |{before} {r['ratio']:.2f} | {r['flop_ratio']:.2f} | "
+                     f"{r['ratio'] / r['flop_ratio']:.2f} |{ev} |")
     return "\n".join(lines)
 
 
