@@ -16,7 +16,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def peers_table(result: dict) -> str:
-    libs = sorted({lib for stack in result["stacks"].values() for lib in stack if lib != "fastest_peer"})
+    # in the order the file measured them (flowlib, then its baselines as the command named them)
+    libs = list(dict.fromkeys(lib for stack in result["stacks"].values() for lib in stack
+                              if lib != "fastest_peer"))
     baseline = [lib for lib in libs if lib.startswith("flowlib_")]
     head = " | ".join(f"{b} / peer" for b in baseline)
     lines = [f"| stack | fastest peer | {head} | flowlib / peer |",
