@@ -64,6 +64,15 @@ def time_updates(model, x, batch_size, batches, clock, make_optimizer=None):
     return clock() - t0
 
 
+def training_loop(package: str):
+    """The training-loop module of an importable copy of flowlib (``build_model``, and
+    ``make_optimizer`` where it has one)."""
+    try:
+        return importlib.import_module(f"{package}.training.loop")
+    except ModuleNotFoundError:  # a copy of flowlib from before the three-layer layout
+        return importlib.import_module(f"{package}.train")
+
+
 def time_eval(model, x, k, clock):
     t0 = clock()
     model.log_likelihood(x, k)
@@ -127,10 +136,7 @@ def main():
     packages = ["flowlib"] + args.baseline
     models, optimizers = {}, {}
     for package in packages:
-        try:
-            loop = importlib.import_module(f"{package}.training.loop")
-        except ModuleNotFoundError:  # a copy of flowlib from before the three-layer layout
-            loop = importlib.import_module(f"{package}.train")
+        loop = training_loop(package)
         build_model, make_optimizer = loop.build_model, getattr(loop, "make_optimizer", None)
         for name, row in rows.items():
             key = name if package == "flowlib" else f"{name}@{package}"

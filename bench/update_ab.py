@@ -13,36 +13,26 @@ thread, the process's CPU time, medians; printed as ratios.
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import pathlib
 import statistics
 import time
 
 import torch
+from flow_cost import time_updates, training_loop  # bench/flow_cost.py, beside this script
 
 from flowlib.data import load
 from flowlib.experiments.tables import load_experiment, row_config
 
 
-def time_updates(model, x, batch_size, updates, foreach):
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3, foreach=foreach)
-    t0 = time.process_time()
-    for b in range(updates):
-        loss = model.elbo(x[b * batch_size : (b + 1) * batch_size]).loss()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    return time.process_time() - t0
+def adam(foreach: bool):
+    """An optimizer factory for :func:`flow_cost.time_updates`: Adam with or without ``foreach``."""
+    return lambda model, config: torch.optim.Adam(model.parameters(), lr=config["lr"], foreach=foreach)
 
 
 def build(package, protocol, row):
-    try:
-        loop = importlib.import_module(f"{package}.training.loop")
-    except ModuleNotFoundError:  # a copy of flowlib from before the three-layer layout
-        loop = importlib.import_module(f"{package}.train")
     torch.manual_seed(0)
-    return loop.build_model(row_config(protocol, row, 0, pathlib.Path("unused")))
+    return training_loop(package).build_model(row_config(protocol, row, 0, pathlib.Path("unused")))
 
 
 def main(argv=None):
@@ -68,10 +58,11 @@ def main(argv=None):
         models = {arm: build(arm[0], protocol, rows[name]) for arm in arms}
         times = {arm: [] for arm in arms}
         for arm, model in models.items():  # warm-up
-            time_updates(model, x, batch_size, 3, arm[1])
+            time_updates(model, x, batch_size, 3, time.process_time, adam(arm[1]))
         for _ in range(args.rounds):
             for arm, model in models.items():
-                times[arm].append(time_updates(model, x, batch_size, args.updates, arm[1]))
+                seconds = time_updates(model, x, batch_size, args.updates, time.process_time, adam(arm[1]))
+                times[arm].append(seconds)
         ref = statistics.median(times[("flowlib", False)])
         ratios = ", ".join(f"{pkg}{' foreach' if fe else ''} {statistics.median(t) / ref:.3f}"
                            for (pkg, fe), t in times.items())

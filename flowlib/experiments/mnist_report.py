@@ -49,14 +49,11 @@ def load_per_image(path) -> PerImage | None:
 
 
 def subset_images(n_test: int, size: int | None) -> np.ndarray:
-    """The test images of an evaluation on ``size`` images out of ``n_test``: the head of one fixed
-    permutation (``torch.randperm`` seeded with 0), as :func:`flowlib.training.loop.test_indices`
-    picks them; every image in file order for ``size=None``."""
-    import torch
+    """The test images of an evaluation on ``size`` images out of ``n_test``, as the evaluation picks
+    them (:func:`flowlib.training.loop.evaluation_images`), as an int64 array."""
+    from ..training.loop import evaluation_images
 
-    if size is None:
-        return np.arange(n_test)
-    return torch.randperm(n_test, generator=torch.Generator().manual_seed(0))[:size].numpy().astype(np.int64)
+    return evaluation_images(n_test, size).numpy().astype(np.int64)
 
 
 def on_images(per: PerImage, images, key: str = "log_px") -> np.ndarray:

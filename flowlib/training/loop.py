@@ -272,14 +272,19 @@ def train(config, progress: bool = True) -> dict:
     return metrics
 
 
-def test_indices(config: dict, subset: int | None = None) -> torch.Tensor:
-    """The indices into the test split of the images :func:`load_split` returns for ``subset``:
-    the first ``subset`` of one fixed permutation (so every row is evaluated on the same images,
-    and a smaller subset is the head of a larger one), or every image in file order."""
-    n = len(datasets.load(config["data"], "test")[0])
+def evaluation_images(n_test: int, subset: int | None = None) -> torch.Tensor:
+    """The indices of an evaluation's images among ``n_test`` test images: the first ``subset`` of
+    one fixed permutation (so every row is evaluated on the same images, and a smaller subset is
+    the head of a larger one), or every image in file order for ``subset=None``."""
     if subset is None:
-        return torch.arange(n)
-    return torch.randperm(n, generator=torch.Generator().manual_seed(0))[:subset]
+        return torch.arange(n_test)
+    return torch.randperm(n_test, generator=torch.Generator().manual_seed(0))[:subset]
+
+
+def test_indices(config: dict, subset: int | None = None) -> torch.Tensor:
+    """The indices into the test split of the images :func:`load_split` returns for ``subset``
+    (:func:`evaluation_images` of the data set's test split)."""
+    return evaluation_images(len(datasets.load(config["data"], "test")[0]), subset)
 
 
 PER_IMAGE_FILE = "test_per_image.npz"
