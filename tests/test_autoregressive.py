@@ -24,14 +24,16 @@ def _made_jacobians(made, z, context):
     return full[idx, :, :, idx, :]  # (B, n, D, D)
 
 
+@pytest.mark.parametrize("activation", ["elu", "relu"])
 @pytest.mark.parametrize("order_name", list(ORDERS))
 @pytest.mark.parametrize("context_dim", [None, 2])
 @pytest.mark.parametrize("dim", [1, 2, 6])
-def test_made_is_strictly_triangular_under_its_order(order_name, context_dim, dim):
+def test_made_is_strictly_triangular_under_its_order(order_name, context_dim, dim, activation):
     torch.manual_seed(0)
     order = ORDERS[order_name](dim)
     made = perturb_(
-        MADE(dim, context_dim=context_dim, hidden=12, n_layers=2, n_outputs=3, order=order)
+        MADE(dim, context_dim=context_dim, hidden=12, n_layers=2, n_outputs=3, order=order,
+             activation=activation)
     ).double()
     z = torch.randn(3, dim, dtype=torch.float64)
     context = None if context_dim is None else torch.randn(3, context_dim, dtype=torch.float64)
@@ -40,6 +42,22 @@ def test_made_is_strictly_triangular_under_its_order(order_name, context_dim, di
     assert (J[..., ~allowed] == 0).all(), "an output depends on itself or on a later variable"
     if dim > 1:  # and it really uses what it may use (no dead mask)
         assert (J.abs().sum(dim=(0, 1))[allowed] > 0).all()
+
+
+def test_activation_is_elu_by_default_relu_on_request_and_nothing_else():
+    torch.manual_seed(0)
+    z = torch.randn(4, 3)
+    elu, relu = MADE(3, hidden=8), MADE(3, hidden=8, activation="relu")
+    relu.load_state_dict(elu.state_dict())  # the activation is not a parameter: same state dict
+    assert elu.activation == "elu" and "activation=relu" in repr(relu)
+    for made, act in ((elu, torch.nn.functional.elu), (relu, torch.nn.functional.relu)):
+        h = act(made.hidden_layers[1](act(made.hidden_layers[0](z))))  # written out, not in place
+        m, s = made.output_layer(h).unflatten(-1, (2, 3)).unbind(-2)
+        assert torch.allclose(made(z)[0], m, atol=1e-6) and torch.allclose(made(z)[1], s, atol=1e-6)
+    assert not torch.allclose(elu(z)[0], relu(z)[0])  # the activation is used: same weights differ
+    assert IAF(3, hidden=8, activation="relu").made.activation == "relu"
+    with pytest.raises(ValueError, match=r"activation must be one of \['elu', 'relu'\], got 'tanh'"):
+        MADE(3, activation="tanh")
 
 
 @pytest.mark.parametrize("dim", [1, 2, 6])

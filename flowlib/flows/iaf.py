@@ -26,14 +26,15 @@ __all__ = ["IAF"]
 
 
 class IAF(Flow):
-    """One gated IAF step; static, or with the MADE also fed a context ``h``."""
+    """One gated IAF step; static, or with the MADE also fed a context ``h``. ``activation`` is
+    the MADE's hidden activation: ``"elu"`` (default, as Kingma et al. 2016) or ``"relu"``."""
 
     sample_axis = True
 
     def __init__(self, dim: int, context_dim: int | None = None, hidden: int = 64, n_layers: int = 2,
-                 forget_bias: float = 1.0, order: torch.Tensor | None = None):
+                 forget_bias: float = 1.0, order: torch.Tensor | None = None, activation: str = "elu"):
         super().__init__(dim, context_dim)
-        self.made = MADE(dim, context_dim, hidden, n_layers, n_outputs=2, order=order)
+        self.made = MADE(dim, context_dim, hidden, n_layers, n_outputs=2, order=order, activation=activation)
         self.forget_bias = float(forget_bias)
 
     def m_s(self, z, context=None):

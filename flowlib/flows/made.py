@@ -8,6 +8,10 @@ variable ``j`` may see hidden units of degree ``< d(j)`` (eq. 12-13). Hence
 output ``j`` depends only on the inputs that come before ``j`` in the order:
 the Jacobian d(output)/d(input) is strictly triangular under the order.
 
+The hidden layers' activation is ELU by default (Kingma et al. 2016 use ELU in their IAF's
+networks); ``activation="relu"`` gives the ReLU of Germain et al. (2015) and of the MADEs of
+nflows, normflows and pyro (``bench/peers.py`` times both against them).
+
 Hidden degrees run over ``0..D-1``. Degree-0 units see no input at all, only
 the context ``h``; they are what carries ``h`` to the *first* variable in the
 order, whose outputs would otherwise be constants (a bug in several public
@@ -43,8 +47,11 @@ class MADE(nn.Module):
     then computed once per row of ``h`` and shared by the ``S`` samples.
 
     ``order`` is a permutation of ``1..dim`` giving each coordinate's degree
-    (default: the natural order ``1, 2, ..., dim``).
+    (default: the natural order ``1, 2, ..., dim``). ``activation`` is ``"elu"`` (default) or
+    ``"relu"``, applied after every hidden layer.
     """
+
+    ACTIVATIONS = {"elu": F.elu, "relu": F.relu}
 
     def __init__(
         self,
@@ -54,8 +61,12 @@ class MADE(nn.Module):
         n_layers: int = 2,
         n_outputs: int = 2,
         order: torch.Tensor | None = None,
+        activation: str = "elu",
     ):
         super().__init__()
+        if activation not in self.ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(self.ACTIVATIONS)}, got {activation!r}")
+        self.activation = activation
         for name, value in (
             ("dim", dim),
             ("hidden", hidden),
@@ -87,6 +98,9 @@ class MADE(nn.Module):
         )
         self.context_layer = None if context_dim is None else nn.Linear(context_dim, hidden)
 
+    def extra_repr(self) -> str:
+        return f"activation={self.activation}"
+
     def forward(self, z: torch.Tensor, context: torch.Tensor | None = None):
         check_inputs("MADE", self.dim, self.context_dim, z, context, sample_axis=True)
         return self._outputs(z, context)
@@ -97,8 +111,9 @@ class MADE(nn.Module):
             x = x + self.context_layer(context)
         # in place: the pre-activations are fresh tensors that nothing else needs, and ELU's
         # backward then reads its output (exp(x) = elu(x) + 1 for x <= 0) instead of recomputing exp
-        x = F.elu(x, inplace=True)
+        act = self.ACTIVATIONS[self.activation]
+        x = act(x, inplace=True)
         for layer in self.hidden_layers[1:]:
-            x = F.elu(layer(x), inplace=True)
+            x = act(layer(x), inplace=True)
         out = self.output_layer(x)
         return out.unflatten(-1, (self.n_outputs, self.dim)).unbind(-2)

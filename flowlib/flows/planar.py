@@ -138,18 +138,30 @@ def _planar_run(z, theta, dim, keep: bool = True):
     if static:  # every sample shares the parameters: matrix-vector products over all rows at once
         z = z.reshape(-1, shape[-1])
     axis = 0 if static else 1  # the layer axis of the parameters
-    # biases as Python numbers where nothing differentiates through them (the fused node's forward)
-    plain = static and not torch.is_grad_enabled() and _no_functorch()
+    # where nothing differentiates (the fused node's forward, evaluation): biases as Python numbers
+    # for a static run; where, besides, no layer input is kept (evaluation), every layer after the
+    # first updates its own output in place (no fresh memory a layer), never the caller's z
+    plain = not torch.is_grad_enabled() and _no_functorch()
+    fresh = plain and not keep
+    # w^T z for samples that share a row's parameters, (S, B, D) against (B, D): one batched
+    # matrix-vector product that reads z once, where an elementwise product and a sum read it twice
+    batched_dot = fresh and not static and len(shape) == 3
     zs, ts = [], []
-    for u_k, w_k, b_k in zip(u_hat.unbind(axis), w.unbind(axis), b.tolist() if plain else b.unbind(axis)):
+    for k, (u_k, w_k, b_k) in enumerate(
+            zip(u_hat.unbind(axis), w.unbind(axis), b.tolist() if plain and static else b.unbind(axis))):
         if keep:
             zs.append(z)
+        in_place = fresh and k > 0
         if static:
             t = torch.mv(z, w_k).add_(b_k).tanh_()
-            z = torch.addr(z, t, u_k)  # z + u_hat h(w^T z + b)
+            z = z.addr_(t, u_k) if in_place else torch.addr(z, t, u_k)  # z + u_hat h(w^T z + b)
         else:
-            t = torch.tanh((z * w_k).sum(-1) + b_k)
-            z = torch.addcmul(z, t.unsqueeze(-1), u_k)
+            if batched_dot:
+                a = torch.matmul(z.transpose(0, 1), w_k.unsqueeze(-1)).squeeze(-1).t()
+            else:
+                a = (z * w_k).sum(-1)
+            t = torch.tanh(a + b_k)
+            z = z.addcmul_(t.unsqueeze(-1), u_k) if in_place else torch.addcmul(z, t.unsqueeze(-1), u_k)
         ts.append(t)
     t = torch.stack(ts)  # (K, N) static, (K, [S,] B) amortized
     t_sq = t * t

@@ -25,6 +25,7 @@ SINGLE = {
     "scale": lambda d, c: layer("scale", d, context_dim=c),
     "iaf": lambda d, c: layer("iaf", d, context_dim=c, hidden=16),
     "iaf_permuted": lambda d, c: layer("iaf", d, context_dim=c, hidden=16, order=torch.randperm(d) + 1),
+    "iaf_relu": lambda d, c: layer("iaf", d, context_dim=c, hidden=16, activation="relu"),
     "sylvester_orthogonal": lambda d, c: layer("sylvester", d, context_dim=c, variant="orthogonal"),
     "sylvester_orthogonal_thin": lambda d, c: layer(
         "sylvester", d, context_dim=c, variant="orthogonal", M=max(1, d // 2)
@@ -87,6 +88,7 @@ INVERTIBLE = {
     "scale",
     "iaf",
     "iaf_permuted",
+    "iaf_relu",
     "pcpmap",
     "reverse",
     "affine",
