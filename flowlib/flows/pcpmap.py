@@ -200,8 +200,10 @@ class PCPMap(Flow):
     # the time goes into allocating and streaming them. An amortized map is sliced by images (all
     # the samples of a few context rows), so that what depends on the context alone (the context
     # path, the first layer's outer products) is computed once per image, not once per slice;
-    # by samples only where one image's samples exceed a slice.
-    SLICE_ENTRIES = 2**22
+    # by samples only where one image's samples exceed a slice. 2**20 entries (4 MB in float32): the
+    # MNIST table's PCP-Map row (hidden 64) computed log p(x) of 100 test images with 500 samples
+    # each in 2.67 s against 3.33 s with 2**22 and 3.02 s with 2**18 (one thread, median of 3).
+    SLICE_ENTRIES = 2**20
 
     def _forward(self, z, context):
         if z.dim() == 3 and z.shape[0] * z.shape[1] * self.dim * self.hidden > self.SLICE_ENTRIES:
