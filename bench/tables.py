@@ -20,14 +20,20 @@ def peers_table(result: dict) -> str:
     libs = list(dict.fromkeys(lib for stack in result["stacks"].values() for lib in stack
                               if lib != "fastest_peer"))
     baseline = [lib for lib in libs if lib.startswith("flowlib_")]
-    head = " | ".join(f"{b} / peer" for b in baseline)
-    lines = [f"| stack | fastest peer | {head} | flowlib / peer |",
-             "|---|---|" + "---|" * (len(baseline) + 1)]
+    head = "".join(f" {b} / peer |" for b in baseline)
+    # flowlib's IAF with the peers' activation (ReLU) where the file measured it: the like-for-like column
+    relu = any("flowlib-relu" in stack for stack in result["stacks"].values())
+    lines = [f"| stack | fastest peer |{head} flowlib / peer |" + (" flowlib, ReLU / peer |" if relu else ""),
+             "|---|---|" + "---|" * (len(baseline) + 1 + relu)]
     for name, stack in result["stacks"].items():
         peer = stack["fastest_peer"]
-        cells = [f"{stack[b]['ratio_to_fastest_peer']:.2f}" for b in baseline]
-        lines.append(f"| {name} | {peer} ({stack[peer]['median_ms']:.2f} ms) | " + " | ".join(cells)
-                     + f" | {stack['flowlib']['ratio_to_fastest_peer']:.2f} |")
+        cells = "".join(f" {stack[b]['ratio_to_fastest_peer']:.2f} |" for b in baseline)
+        line = (f"| {name} | {peer} ({stack[peer]['median_ms']:.2f} ms) |{cells}"
+                f" {stack['flowlib']['ratio_to_fastest_peer']:.2f} |")
+        if relu:
+            line += (f" {stack['flowlib-relu']['ratio_to_fastest_peer']:.2f} |" if "flowlib-relu" in stack
+                     else " |")
+        lines.append(line)
     return "\n".join(lines)
 
 
