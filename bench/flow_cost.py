@@ -17,13 +17,14 @@ images, timed the same way; ``eval_ratio`` and ``eval_flop_ratio`` are per image
 row's at the same ``K``, and ``eval_images_per_second`` the throughput.
 
 Times are the process's CPU time (``--clock cpu``, the default): on a machine shared with other
-jobs, wall time also counts the waits for a core. ``--baseline NAME [NAME ...]`` also measures
+jobs, wall time also counts the waits for a core. ``--device cuda`` measures on a GPU (wall time,
+``--clock wall``, with the device synchronized before every reading of the clock). ``--baseline NAME [NAME ...]`` also measures
 every row built by other importable copies of flowlib under the package names NAME (e.g. the code
 before a change), as rows ``ROW@NAME``.
 
     FLOWLIB_DATA=../shared/data python bench/flow_cost.py experiments/mnist \\
         [--batches 20] [--repeats 3] [--threads 1] [--eval-k 500] [--eval-images 100] \\
-        [--json results/mnist/cost.json]
+        [--device cuda --clock wall] [--json results/mnist/cost.json]
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from tqdm.auto import tqdm
 
 from flowlib.data import load
 from flowlib.experiments.tables import load_experiment, row_config
+from flowlib.training.config import torch_device
 
 CLOCKS = {"cpu": time.process_time, "wall": time.perf_counter}
 
@@ -52,6 +54,18 @@ def update(model, opt, x):
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
+
+
+def synchronized(clock, device: torch.device):
+    """``clock``, reading it only once the work queued on ``device`` has finished (for a GPU)."""
+    if device.type != "cuda":
+        return clock
+
+    def read():
+        torch.cuda.synchronize(device)
+        return clock()
+
+    return read
 
 
 def time_updates(model, x, batch_size, batches, clock, make_optimizer=None):
@@ -115,12 +129,19 @@ def main():
     parser.add_argument("--eval-k", type=int, default=500, help="importance samples an image (0: none)")
     parser.add_argument("--eval-images", type=int, default=100)
     parser.add_argument("--clock", choices=CLOCKS, default="cpu")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda (needs --clock wall)")
     parser.add_argument("--baseline", nargs="+", default=[],
                         help="package names of other copies of flowlib to measure")
     parser.add_argument("--rows", nargs="*", default=None, help="only these rows (and 'none')")
     parser.add_argument("--json", type=pathlib.Path, default=None)
     args = parser.parse_args()
-    clock = CLOCKS[args.clock]
+    try:
+        device = torch_device(args.device)
+    except ValueError as err:
+        parser.error(f"--device: {err}")
+    if device.type != "cpu" and args.clock != "wall":
+        parser.error(f"--device {args.device} needs --clock wall (CPU time does not count the device's work)")
+    clock = synchronized(CLOCKS[args.clock], device)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     protocol, rows = load_experiment(args.folder)
@@ -131,8 +152,8 @@ def main():
     batch_size = protocol["train"]["batch_size"]
     x, _ = load(protocol["train"]["data"], "train")
     updates_per_epoch = math.ceil(len(x) / batch_size)
-    x = x[: args.batches * batch_size]
-    x_eval = load(protocol["train"]["data"], "test")[0][: args.eval_images]
+    x = x[: args.batches * batch_size].to(device)
+    x_eval = load(protocol["train"]["data"], "test")[0][: args.eval_images].to(device)
     packages = ["flowlib"] + args.baseline
     models, optimizers = {}, {}
     for package in packages:
@@ -141,7 +162,7 @@ def main():
         for name, row in rows.items():
             key = name if package == "flowlib" else f"{name}@{package}"
             torch.manual_seed(0)
-            models[key] = build_model(row_config(protocol, row, 0, pathlib.Path("unused")))
+            models[key] = build_model(row_config(protocol, row, 0, pathlib.Path("unused"))).to(device)
             optimizers[key] = make_optimizer
     flops = {name: update_flops(model, x[:batch_size]) for name, model in models.items()}
     for name, model in models.items():  # warm-up
@@ -179,16 +200,18 @@ def main():
     command = ["python bench/flow_cost.py", str(args.folder), f"--batches {args.batches}",
                f"--repeats {args.repeats}", f"--threads {args.threads}", f"--eval-k {args.eval_k}",
                f"--eval-images {args.eval_images}", f"--clock {args.clock}"]
+    command += [f"--device {args.device}"] if device.type != "cpu" else []
     command += ["--baseline " + " ".join(args.baseline)] if args.baseline else []
     command += ["--rows " + " ".join(args.rows)] if args.rows else []
     result = {
         "command": " ".join(command),
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                     "cpus": os.cpu_count(), "torch": torch.__version__, "threads": args.threads,
-                    "clock": args.clock, "load_average": os.getloadavg()},
+                    "clock": args.clock, "load_average": os.getloadavg(), "device": str(device),
+                    **({"gpu": torch.cuda.get_device_name(device)} if device.type == "cuda" else {})},
         "rows": result_rows,
     }
-    print(f"torch {torch.__version__}, {args.threads} thread(s), {args.clock} time; {args.batches} updates x "
+    print(f"torch {torch.__version__} on {device}, {args.threads} thread(s), {args.clock} time; {args.batches} updates x "
           f"{args.repeats} rounds; evaluation K = {args.eval_k} on {len(x_eval)} images; "
           f"load {os.getloadavg()[0]:.2f}")
     print(f"{'row':34s} {'s/epoch':>8s} {'ratio':>6s} {'flops':>6s} {'r/f':>5s} "

@@ -184,3 +184,22 @@ def test_format_table_gives_each_seed_its_own_epochs_under_early_stopping():
     assert stopped.endswith("| 3 | 192 (162), 137 (107), 159 (129) |")
     fixed = experiments.format_table([entry([50, 50, 50], [50, 49, 49])]).splitlines()[-1]
     assert fixed.endswith("| 3 | 50 (50, 49, 49) |")
+
+
+@needs_data
+def test_run_device_option_is_recorded_and_bad_devices_are_refused(tmp_path, monkeypatch, capsys):
+    import torch
+
+    monkeypatch.setenv("FLOWLIB_DATA", str(DATA))
+    monkeypatch.setenv("FLOWLIB_CACHE", str(tmp_path / "cache"))
+    folder = _write(tmp_path / "exp", _tiny_protocol(tmp_path), {"none": {"flow": "none", "label": "no flow"}})
+    for bad, says in [("gpu0", "expected a torch device"),
+                      *([] if torch.cuda.is_available() else [("cuda", "names a CUDA device, but none is available")])]:
+        with pytest.raises(SystemExit):
+            experiments.main(["run", str(folder), "--quiet", "--device", bad])
+        assert says in capsys.readouterr().err
+        assert not (tmp_path / "runs").exists() and not (tmp_path / "results").exists()  # nothing written
+    assert experiments.main(["run", str(folder), "--quiet", "--device", "cpu"]) == 0
+    record = json.loads((tmp_path / "results" / "none" / "seed0.json").read_text())
+    assert record["command"].endswith("--rows none --seeds 0 --device cpu")
+    assert record["config"]["device"] == "cpu"

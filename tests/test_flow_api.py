@@ -139,3 +139,25 @@ def test_import_needs_only_torch():
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# Flows whose forward and backward have no data-dependent branch (no ``.item()``, no Python ``if``
+# on a tensor) run on PyTorch's ``meta`` device, which has shapes but no data: there, any tensor a
+# flow allocates on the CPU instead of its input's device (which breaks training on a GPU) is an
+# error. The others (planar's static guard, Björck's and PCP-Map's convergence checks) need data.
+META_CASES = ["affine", "coupling", "coupling_swap", "householder", "householder_stack", "iaf",
+              "iaf_permuted", "iaf_relu", "iaf_stack", "nice_stack", "radial", "radial_stack", "reverse",
+              "scale", "sylvester_householder", "sylvester_triangular", "sylvester_triangular_permuted"]
+
+
+@pytest.mark.parametrize("amortized", [False, True])
+@pytest.mark.parametrize("name", META_CASES)
+def test_flow_allocates_on_its_inputs_device(name, amortized):
+    from flowlib.flows.testing import CASES, CONTEXT_DIM
+
+    flow = CASES[name](5, CONTEXT_DIM if amortized else None).to("meta")
+    z = torch.randn(4, 5, device="meta", requires_grad=True)
+    z_k, log_det = flow(z, torch.randn(4, CONTEXT_DIM, device="meta")) if amortized else flow(z)
+    (z_k.sum() + log_det.sum()).backward()
+    assert z_k.device.type == log_det.device.type == z.grad.device.type == "meta"
+    assert z_k.shape == (4, 5) and log_det.shape == (4,)

@@ -142,10 +142,12 @@ def _images(run_dir: pathlib.Path, config: dict, n: int = 10, n_samples: int = 3
     return {"data": to_u8(x), "reconstruction": to_u8(recon), "samples": to_u8(samples)}, np
 
 
-def run_row(folder, name: str, seed: int, progress: bool = True, train_only: bool = False) -> dict | None:
+def run_row(folder, name: str, seed: int, progress: bool = True, train_only: bool = False,
+            device: str | None = None) -> dict | None:
     """Train, evaluate and record one row and seed; returns its results record (``None`` with
     ``train_only``, which stops once the run has trained, so that a later process, with the code
-    of its own day, evaluates it)."""
+    of its own day, evaluates it). ``device`` (e.g. ``"cuda"``) overrides the protocol's torch
+    device for training and evaluation; the run's config records the one used."""
     from ..training.loop import PER_IMAGE_FILE, evaluate, read_metrics, train
 
     folder = pathlib.Path(folder)
@@ -156,6 +158,8 @@ def run_row(folder, name: str, seed: int, progress: bool = True, train_only: boo
     commit = git_commit()  # fixed when the process first asked (main asks at start-up)
     run_dir = pathlib.Path(protocol["runs"]) / name / f"seed{seed}"
     config = row_config(protocol, row, seed, run_dir)
+    if device is not None:
+        config["device"] = device
     metrics = None
     if (run_dir / "metrics.json").is_file():
         metrics = read_metrics(run_dir)  # checked: a broken file is a ValueError naming it
@@ -178,7 +182,7 @@ def run_row(folder, name: str, seed: int, progress: bool = True, train_only: boo
         "label": row["label"],
         "seed": seed,
         "command": f"python -m flowlib.experiments run {shlex.quote(str(folder))} "
-                   f"--rows {name} --seeds {seed}",
+                   f"--rows {name} --seeds {seed}" + (f" --device {device}" if device else ""),
         "git_commit": commit,
         **{k: metrics[k] for k in metrics if k != "config"},
         "stopped_early": metrics["status"].startswith("early"),
@@ -352,6 +356,9 @@ def add_arguments(parser, command: str) -> None:
         parser.add_argument("--quiet", action="store_true")
         parser.add_argument("--train-only", action="store_true",
                             help="train (or resume) and stop before evaluating")
+        parser.add_argument("--device", default=None,
+                            help="torch device for training and evaluation, e.g. cuda "
+                                 "(default: the protocol's, cpu)")
     parser.set_defaults(handler=handle)
 
 
@@ -403,6 +410,13 @@ def handle(p: argparse.ArgumentParser, args: argparse.Namespace, command: str | 
         atomic_write_text(text, results / "status.md")
         print(report)
         return 0
+    if getattr(args, "device", None) is not None:
+        from ..training.config import torch_device
+
+        try:
+            torch_device(args.device)
+        except ValueError as err:
+            p.error(f"--device: {err}")
     names = args.rows or list(rows)
     unknown = [n for n in names if n not in rows]
     if unknown:
@@ -414,7 +428,8 @@ def handle(p: argparse.ArgumentParser, args: argparse.Namespace, command: str | 
         for seed in seeds(name):
             print(f"== {name} seed {seed}", flush=True)
             try:
-                rec = run_row(args.folder, name, seed, progress=not args.quiet, train_only=args.train_only)
+                rec = run_row(args.folder, name, seed, progress=not args.quiet, train_only=args.train_only,
+                              device=getattr(args, "device", None))
             except ValueError as err:  # a broken run folder: which file, and what is wrong with it
                 p.exit(2, f"{p.prog}: error: {err}\n")
             if rec is None:

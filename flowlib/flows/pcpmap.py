@@ -245,7 +245,7 @@ class PCPMap(Flow):
         zero = torch.zeros_like(y)
         starts = torch.stack([zero, y, (y - self._evaluate(zero, context, 1)[1]) / s2])
         f0 = torch.stack([self._evaluate(q, context, 0)[0] - (q * y).sum(-1) for q in starts])
-        z = starts[torch.nan_to_num(f0, nan=math.inf).argmin(0), torch.arange(y.shape[0])]
+        z = starts[torch.nan_to_num(f0, nan=math.inf).argmin(0), torch.arange(y.shape[0], device=y.device)]
         for it in range(max_iter + 1):
             G, T, hess = self._evaluate(z, context, 2)
             r = T - y

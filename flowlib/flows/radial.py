@@ -139,7 +139,7 @@ class _RadialChain(torch.autograd.Function):
         g_s = alpha * gl_P
         g_c = torch.empty_like(r)
         g = g_z
-        g_z0 = torch.empty(r.shape[:-1] + (len(diffs), dim), dtype=g.dtype)  # (..., B, K, D)
+        g_z0 = torch.empty(r.shape[:-1] + (len(diffs), dim), dtype=g.dtype, device=g.device)  # (..., B, K, D)
         inv_r = 1.0 / r.clamp_min(torch.finfo(r.dtype).tiny)
         for k in range(len(diffs) - 1, -1, -1):
             d, c_k = diffs[k], scale[..., k]

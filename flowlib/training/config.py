@@ -182,6 +182,20 @@ class TrainConfig:
         return argv
 
 
+def torch_device(text: str):
+    """The ``torch.device`` named by ``text`` (``cpu``, ``cuda``, ``cuda:1``...); ``ValueError`` saying
+    what was expected if it names none, or names a CUDA device on a machine without one."""
+    import torch
+
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise ValueError(f"expected a torch device such as cpu or cuda, got {text!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{text!r} names a CUDA device, but none is available on this machine")
+    return device
+
+
 def runtime_parser() -> argparse.ArgumentParser:
     """The options every command shares, as a parent parser: ``--threads``."""
     p = argparse.ArgumentParser(add_help=False)

@@ -48,7 +48,7 @@ def _commit(root: pathlib.Path, sources: tuple[str, ...]) -> str | None:
 
 def machine() -> dict:
     """The machine a result was computed on: platform, processor, CPUs, torch's threads and
-    version, Python's version."""
+    version, Python's version, and the name of its CUDA device where it has one (key ``gpu``)."""
     import torch
 
     return {
@@ -58,6 +58,7 @@ def machine() -> dict:
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "python": platform.python_version(),
+        **({"gpu": torch.cuda.get_device_name()} if torch.cuda.is_available() else {}),
     }
 
 
