@@ -103,5 +103,6 @@ def test_evaluation_saves_per_image_values_and_resumes_to_the_same_numbers(tmp_p
     # the code that trained and the code that evaluated are both recorded
     from flowlib.training.records import git_commit
 
-    assert saved["code"] == [{"from_epoch": 1, "git_commit": git_commit()}]
+    assert saved["code"] == [{"from_epoch": 1, "git_commit": git_commit(), "device": "cpu",
+                              "machine": saved["machine"]}]
     assert saved["test_nll_git_commit"] == git_commit()

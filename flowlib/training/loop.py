@@ -206,8 +206,10 @@ def train(config, progress: bool = True) -> dict:
         previous = json.loads((out / "metrics.json").read_text())
         metrics.update({k: previous[k] for k in ("epochs", "best_epoch", "best_valid_elbo")})
         metrics["code"] = previous.get("code", [])
-    # The code that trained each stretch of epochs (a resumed run may continue under a later commit).
-    metrics.setdefault("code", []).append({"from_epoch": start + 1, "git_commit": git_commit()})
+    # The code, device and machine that trained each stretch of epochs (a resumed run may continue
+    # under a later commit, or on another machine; ``machine`` above is the latest stretch's).
+    metrics.setdefault("code", []).append({"from_epoch": start + 1, "git_commit": git_commit(),
+                                           "device": str(device), "machine": metrics["machine"]})
 
     dynamic = config["data"] != "binarized-mnist" and config["binarize"] == "dynamic"
     for epoch in range(start, config["epochs"]):
