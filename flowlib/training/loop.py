@@ -200,8 +200,8 @@ def train(config, progress: bool = True) -> dict:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         _set_foreach(optimizer, config)  # a checkpoint carries the flag of the code that wrote it
-        shuffle.set_state(state["shuffle_rng"])
-        torch.set_rng_state(state["torch_rng"])
+        shuffle.set_state(state["shuffle_rng"].cpu())  # map_location moved it to the device
+        torch.set_rng_state(state["torch_rng"].cpu())
         start, step, stale = state["epoch"], state["step"], state["stale"]
         previous = json.loads((out / "metrics.json").read_text())
         metrics.update({k: previous[k] for k in ("epochs", "best_epoch", "best_valid_elbo")})
