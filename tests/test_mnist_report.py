@@ -153,3 +153,16 @@ def test_table_writes_the_statistics_and_the_provenance(tmp_path, capsys):
     spread = none["statistics"]["subset"]
     assert spread["nll"]["1"] == pytest.approx(spread["nll"]["0"] + 1) and spread["images"] == 2
     assert late["statistics"] == {"hours": {"0": 1.0}, "all_converged": False}
+
+
+def test_hours_by_device_follows_the_stretches_of_a_resumed_run():
+    epochs = [{"epoch": n, "seconds": s} for n, s in enumerate((360.0, 360.0, 720.0, 1800.0), start=1)]
+    # epochs 1-2 on a GPU, 3 on a GPU again (resumed there), 4 on the CPU
+    code = [{"from_epoch": 1, "device": "cuda"}, {"from_epoch": 3, "device": "cuda:0"},
+            {"from_epoch": 4, "device": "cpu"}]
+    out = report.hours_by_device({"epochs": epochs, "code": code})
+    assert out == {"cuda": pytest.approx(0.4, rel=1e-12), "cpu": 0.5}
+    assert sum(out.values()) == pytest.approx(report.training_hours({"epochs": epochs}), rel=1e-12)
+    # stretches recorded before the device was: the CPU, the only device then
+    assert report.hours_by_device({"epochs": epochs, "code": [{"from_epoch": 1}]}) == {"cpu": pytest.approx(0.9)}
+    assert report.hours_by_device({"epochs": epochs}) == {"cpu": pytest.approx(0.9)}

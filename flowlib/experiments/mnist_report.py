@@ -10,7 +10,8 @@ same for every row) for its other seeds; each seed's ``seed<n>_per_image.npz`` h
   error of the mean of the per-image differences (paired: the variation between images, which is
   most of each row's own standard error, cancels);
 - :func:`seed_spread`: every seed's NLL on one common subset, their mean and standard deviation;
-- :func:`training_hours`: the hours a run trained, from its recorded epoch times;
+- :func:`training_hours`: the hours a run trained, from its recorded epoch times, and
+  :func:`hours_by_device` the same per device (CPU, GPU) for runs resumed on another machine;
 - :func:`row_statistics` / :func:`report`: all of these for every row of an experiment, as
   ``python -m flowlib.experiments table`` writes them into ``table.json``.
 
@@ -26,7 +27,7 @@ import pathlib
 import numpy as np
 
 __all__ = ["PerImage", "load_per_image", "subset_images", "on_images", "nll", "paired_gain", "seed_spread",
-           "training_hours", "converged", "row_statistics", "common_subset", "report"]
+           "training_hours", "hours_by_device", "converged", "row_statistics", "common_subset", "report"]
 
 
 class PerImage(dict):
@@ -107,6 +108,23 @@ def training_hours(record: dict) -> float:
     """Hours of training of one run: the sum of its recorded epoch times (wall clock of a
     one-thread process, on whatever else the machine was doing) over 3600."""
     return sum(e["seconds"] for e in record["epochs"]) / 3600
+
+
+def hours_by_device(record: dict) -> dict[str, float]:
+    """Hours of training of one run per kind of torch device (``"cpu"``, ``"cuda"``): each epoch is
+    counted on the device of the stretch of the record's ``code`` list it belongs to (a run resumed
+    on another machine has one stretch per machine); stretches recorded before the device was
+    (no ``device`` key) trained on the CPU, the only device used then."""
+    stretches = sorted((c["from_epoch"], c.get("device", "cpu")) for c in record.get("code", []))
+    out: dict[str, float] = {}
+    for e in record["epochs"]:
+        device = "cpu"
+        for start, d in stretches:
+            if start <= e["epoch"]:
+                device = d
+        kind = device.split(":")[0]
+        out[kind] = out.get(kind, 0.0) + e["seconds"] / 3600
+    return out
 
 
 def converged(record: dict) -> bool:
