@@ -18,9 +18,9 @@ row's at the same ``K``, and ``eval_images_per_second`` the throughput.
 
 Times are the process's CPU time (``--clock cpu``, the default): on a machine shared with other
 jobs, wall time also counts the waits for a core. ``--device cuda`` measures on a GPU (wall time,
-``--clock wall``, with the device synchronized before every reading of the clock). ``--baseline NAME [NAME ...]`` also measures
-every row built by other importable copies of flowlib under the package names NAME (e.g. the code
-before a change), as rows ``ROW@NAME``.
+``--clock wall``, with the device synchronized before every reading of the clock).
+``--baseline NAME [NAME ...]`` also measures every row built by other importable copies of flowlib
+under the package names NAME (e.g. the code before a change), as rows ``ROW@NAME``.
 
     FLOWLIB_DATA=../shared/data python bench/flow_cost.py experiments/mnist \\
         [--batches 20] [--repeats 3] [--threads 1] [--eval-k 500] [--eval-images 100] \\
@@ -211,8 +211,8 @@ def main():
                     **({"gpu": torch.cuda.get_device_name(device)} if device.type == "cuda" else {})},
         "rows": result_rows,
     }
-    print(f"torch {torch.__version__} on {device}, {args.threads} thread(s), {args.clock} time; {args.batches} updates x "
-          f"{args.repeats} rounds; evaluation K = {args.eval_k} on {len(x_eval)} images; "
+    print(f"torch {torch.__version__} on {device}, {args.threads} thread(s), {args.clock} time; "
+          f"{args.batches} updates x {args.repeats} rounds; evaluation K = {args.eval_k} on {len(x_eval)} images; "
           f"load {os.getloadavg()[0]:.2f}")
     print(f"{'row':34s} {'s/epoch':>8s} {'ratio':>6s} {'flops':>6s} {'r/f':>5s} "
           f"{'img/s':>7s} {'eval':>6s} {'flops':>6s} {'r/f':>5s} {'params':>9s}")

@@ -192,9 +192,12 @@ def test_run_device_option_is_recorded_and_bad_devices_are_refused(tmp_path, mon
 
     monkeypatch.setenv("FLOWLIB_DATA", str(DATA))
     monkeypatch.setenv("FLOWLIB_CACHE", str(tmp_path / "cache"))
-    folder = _write(tmp_path / "exp", _tiny_protocol(tmp_path), {"none": {"flow": "none", "label": "no flow"}})
-    for bad, says in [("gpu0", "expected a torch device"),
-                      *([] if torch.cuda.is_available() else [("cuda", "names a CUDA device, but none is available")])]:
+    rows = {"none": {"flow": "none", "label": "no flow"}}
+    folder = _write(tmp_path / "exp", _tiny_protocol(tmp_path), rows)
+    bad_devices = [("gpu0", "expected a torch device")]
+    if not torch.cuda.is_available():
+        bad_devices.append(("cuda", "names a CUDA device, but none is available"))
+    for bad, says in bad_devices:
         with pytest.raises(SystemExit):
             experiments.main(["run", str(folder), "--quiet", "--device", bad])
         assert says in capsys.readouterr().err
