@@ -212,8 +212,8 @@ def main():
         "rows": result_rows,
     }
     print(f"torch {torch.__version__} on {device}, {args.threads} thread(s), {args.clock} time; "
-          f"{args.batches} updates x {args.repeats} rounds; evaluation K = {args.eval_k} on {len(x_eval)} images; "
-          f"load {os.getloadavg()[0]:.2f}")
+          f"{args.batches} updates x {args.repeats} rounds; "
+          f"evaluation K = {args.eval_k} on {len(x_eval)} images; load {os.getloadavg()[0]:.2f}")
     print(f"{'row':34s} {'s/epoch':>8s} {'ratio':>6s} {'flops':>6s} {'r/f':>5s} "
           f"{'img/s':>7s} {'eval':>6s} {'flops':>6s} {'r/f':>5s} {'params':>9s}")
     for name, r in sorted(result["rows"].items(), key=lambda kv: kv[1]["ratio"]):
