@@ -153,8 +153,6 @@ META_CASES = ["affine", "coupling", "coupling_swap", "householder", "householder
 @pytest.mark.parametrize("amortized", [False, True])
 @pytest.mark.parametrize("name", META_CASES)
 def test_flow_allocates_on_its_inputs_device(name, amortized):
-    from flowlib.flows.testing import CASES, CONTEXT_DIM
-
     flow = CASES[name](5, CONTEXT_DIM if amortized else None).to("meta")
     z = torch.randn(4, 5, device="meta", requires_grad=True)
     z_k, log_det = flow(z, torch.randn(4, CONTEXT_DIM, device="meta")) if amortized else flow(z)
