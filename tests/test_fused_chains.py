@@ -1,7 +1,8 @@
 """The fused planar, radial and Householder runs (one autograd node with a hand-written backward) against
 autograd: ``gradcheck`` of the nodes themselves, and the gradients of a whole ``Sequential`` with
 and without the node (its forward recorded op by op), static and amortized, with and without a
-sample axis."""
+sample axis; the planar node both with its compiled kernel and with its PyTorch path, and the two
+against each other."""
 
 from __future__ import annotations
 
@@ -21,9 +22,18 @@ def _inputs(static, sample_axis, size, K=3, B=4, D=3):
     return z.requires_grad_(), torch.randn(*lead, size(D), generator=g, dtype=torch.float64)
 
 
+@pytest.fixture(params=["kernel", "pytorch"])
+def planar_path(request, monkeypatch):
+    """Each planar test twice: with the compiled kernel (where this machine builds it: see
+    tests/test_kernels.py) and with the PyTorch path."""
+    if request.param == "pytorch":
+        monkeypatch.setattr(planar_module._PlanarKernel, "find", classmethod(lambda cls, z, theta: None))
+    return request.param
+
+
 @pytest.mark.parametrize("static", [True, False])
 @pytest.mark.parametrize("sample_axis", [False, True])
-def test_planar_node_gradcheck(static, sample_axis):
+def test_planar_node_gradcheck(static, sample_axis, planar_path):
     z, theta = _inputs(static, sample_axis, lambda D: 2 * D + 1)
     theta.requires_grad_()
     assert torch.autograd.gradcheck(lambda z, th: planar_module._PlanarChain.apply(z, th, 3), (z, theta))
@@ -43,7 +53,8 @@ def test_radial_node_gradcheck(static, sample_axis):
 @pytest.mark.parametrize("amortized", [False, True])
 @pytest.mark.parametrize("sample_axis", [False, True])
 @pytest.mark.parametrize("K", [1, 4])
-def test_fused_gradients_equal_autograd_of_the_same_forward(cls, amortized, sample_axis, K, monkeypatch):
+def test_fused_gradients_equal_autograd_of_the_same_forward(cls, amortized, sample_axis, K, monkeypatch,
+                                                            planar_path):
     torch.manual_seed(0)
     c = 5 if amortized else None
     flow = Sequential(*(cls(4, context_dim=c, init_std=0.7) for _ in range(K))).double()
@@ -91,3 +102,73 @@ def test_fused_reflections_equal_reflect_many(amortized, sample_axis, K):
     plain = torch.autograd.grad(plain_y.sin().sum(), inputs)
     for a, b in zip(fused, plain):
         torch.testing.assert_close(a, b, atol=1e-9, rtol=1e-9)
+
+
+def _planar_outputs(flow, z, h, dtype):
+    """``z_K``, the log-determinant and the gradients of a loss of both with respect to ``z``, the
+    context and every parameter, with and without autograd recording."""
+    inputs = [z] + ([h] if h is not None else []) + list(flow.parameters())
+    zK, logdet = flow(z, h)
+    weights = torch.linspace(0.3, 2.0, logdet.numel(), dtype=dtype).view(logdet.shape)
+    grads = torch.autograd.grad(zK.sin().sum() + (logdet * weights).sum(), inputs)
+    with torch.no_grad():
+        evaluated = flow(z, h)
+    return [zK, logdet, *grads, *evaluated]
+
+
+def _no_kernel(monkeypatch):
+    monkeypatch.setattr(planar_module._PlanarKernel, "find", classmethod(lambda cls, z, theta: None))
+
+
+def _needs_kernel(dtype):
+    z, theta = torch.zeros(1, 1, dtype=dtype), torch.zeros(1, 3, dtype=dtype)
+    if planar_module._PlanarKernel.find(z, theta) is None:
+        pytest.skip("no compiled planar kernel on this machine (tests/test_kernels.py says why)")
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("amortized", [False, True])
+@pytest.mark.parametrize("sample_axis", [False, True])
+@pytest.mark.parametrize("K", [1, 6])
+def test_planar_kernel_equals_the_pytorch_path(dtype, amortized, sample_axis, K, monkeypatch):
+    """The compiled kernel computes what the PyTorch path computes, forward, backward and under
+    ``no_grad``, also where the constraint moves ``u`` a long way (a first layer with ``w^T u`` far
+    below -1)."""
+    _needs_kernel(dtype)
+    torch.manual_seed(1)
+    c = 5 if amortized else None
+    flow = Sequential(*(Planar(4, context_dim=c, init_std=0.7) for _ in range(K))).to(dtype)
+    with torch.no_grad():
+        raw = flow.flows[0].params.theta if c is None else flow.flows[0].params.linear.bias
+        raw[:4] += 3.0  # u
+        raw[4:8] -= 3.0  # w: w^T u about -36
+    z = torch.randn(*((3, 7, 4) if sample_axis else (7, 4)), dtype=dtype, requires_grad=True)
+    h = torch.randn(7, 5, dtype=dtype, requires_grad=True) if amortized else None
+    kernel = _planar_outputs(flow, z, h, dtype)
+    _no_kernel(monkeypatch)
+    pytorch = _planar_outputs(flow, z, h, dtype)
+    for a, b in zip(kernel, pytorch):  # float32: sums of many terms, in another order
+        assert torch.isfinite(a).all()
+        scale = b.abs().max().item()
+        if dtype == torch.float64:
+            torch.testing.assert_close(a, b, atol=1e-10 * (1 + scale), rtol=1e-10)
+        else:
+            torch.testing.assert_close(a, b, atol=2e-5 * (1 + scale), rtol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_planar_kernel_clamps_a_vanishing_w_like_the_pytorch_path(dtype, monkeypatch):
+    """A layer whose ``||w||^2`` underflows below the smallest normal number: both paths clamp it
+    to that number (``u_hat`` is then huge, and so is ``z_K``, alike in both)."""
+    _needs_kernel(dtype)
+    torch.manual_seed(2)
+    flow = Sequential(*(Planar(4, init_std=0.7) for _ in range(3))).to(dtype)
+    with torch.no_grad():
+        flow.flows[1].params.theta[4:8] = 1e-30 if dtype == torch.float32 else 1e-170
+    z = torch.randn(7, 4, dtype=dtype)
+    kernel = flow(z)
+    _no_kernel(monkeypatch)
+    pytorch = flow(z)
+    assert torch.isfinite(kernel[0]).all() and kernel[0].abs().max() > 1e5
+    for a, b in zip(kernel, pytorch):
+        torch.testing.assert_close(a, b, atol=0, rtol=1e-5 if dtype == torch.float32 else 1e-12)

@@ -1,0 +1,87 @@
+"""The compiled kernels' loader (``flowlib.flows.kernels``): built once into the cache and reused,
+written atomically, turned off by ``FLOWLIB_KERNELS=0``, a clear warning and the PyTorch path where
+no compiler works, and used by the planar flow exactly where it applies. What the kernels compute
+is tested against the PyTorch path and autograd in tests/test_fused_chains.py."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from flowlib.flows import Planar, Sequential, kernels
+from flowlib.flows import planar as planar_module
+
+
+@pytest.fixture
+def fresh(monkeypatch, tmp_path):
+    """An empty kernel cache in ``tmp_path`` and no kernel loaded or bound yet in this process."""
+    monkeypatch.setenv("FLOWLIB_KERNEL_CACHE", str(tmp_path))
+    monkeypatch.delenv("FLOWLIB_KERNELS", raising=False)
+    monkeypatch.setattr(kernels, "_loaded", {})
+    monkeypatch.setattr(planar_module._PlanarKernel, "_bound", {})
+    return tmp_path
+
+
+def _find(dtype=torch.float32, device="cpu"):
+    return planar_module._PlanarKernel.find(torch.zeros(2, 3, dtype=dtype, device=device),
+                                            torch.zeros(4, 7, dtype=dtype, device=device))
+
+
+needs_cc = pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler on this machine")
+
+
+@needs_cc
+def test_the_kernel_is_built_once_into_the_cache(fresh, monkeypatch):
+    assert _find() is not None and _find(torch.float64) is not None
+    built = sorted(fresh.iterdir())
+    # one library, no partial file left
+    assert [p.suffix for p in built] == [".so"] and built[0].name.startswith("planar-")
+    stamp = built[0].stat().st_mtime_ns
+    monkeypatch.setattr(kernels, "_loaded", {})  # as a new process would: found in the cache, not rebuilt
+    assert kernels._build("planar") == built[0] and built[0].stat().st_mtime_ns == stamp
+
+
+@needs_cc
+def test_the_planar_flow_uses_the_kernel_exactly_where_it_applies(fresh):
+    assert _find(torch.float32) is not None and _find(torch.float64) is not None
+    assert _find(torch.float16) is None and _find(torch.bfloat16) is None
+    assert _find(device="meta") is None
+    z = torch.zeros(2, 3)
+    assert planar_module._PlanarKernel.find(z, torch.zeros(4, 7, dtype=torch.float64)) is None  # 2 dtypes
+    assert planar_module._PlanarKernel.find(z, torch.zeros(2, 4, 7)) is not None  # amortized, batch 2
+    assert planar_module._PlanarKernel.find(z, torch.zeros(5, 4, 7)) is None  # a batch that is not z's
+    with FlopCounterMode(display=False):  # a mode that traces operations sees the PyTorch path
+        assert _find() is None
+    with torch.no_grad():
+        assert _find() is not None
+
+
+def test_flowlib_kernels_0_turns_them_off_and_bad_values_are_refused(fresh, monkeypatch):
+    monkeypatch.setenv("FLOWLIB_KERNELS", "0")
+    assert kernels.load("planar") is None and _find() is None
+    assert list(fresh.iterdir()) == []  # nothing built
+    monkeypatch.setenv("FLOWLIB_KERNELS", "yes")
+    with pytest.raises(ValueError, match=r"FLOWLIB_KERNELS: expected 0 \(PyTorch only\) or 1 .*got 'yes'"):
+        kernels.load("planar")
+
+
+@pytest.mark.parametrize("compiler, says", [
+    ("/nonexistent/cc", "No such file"),  # no compiler at all
+    ("cc -include /nonexistent/header.h", "could not be compiled"),  # a compiler that fails
+])
+def test_without_a_working_compiler_a_warning_says_why_and_the_flow_still_works(fresh, monkeypatch, compiler,
+                                                                                 says):
+    if compiler.startswith("cc") and shutil.which("cc") is None:
+        pytest.skip("no C compiler on this machine")
+    monkeypatch.setenv("CC", compiler)
+    torch.manual_seed(0)
+    flow = Sequential(*(Planar(3, init_std=0.5) for _ in range(4)))
+    z = torch.randn(5, 3)
+    with pytest.warns(RuntimeWarning, match=f"flowlib: .*planar kernel.*{says}.*slower PyTorch path"):
+        z_k, logdet = flow(z)
+    assert [p.name for p in fresh.iterdir()] == []  # no partial file left
+    monkeypatch.setattr(planar_module._PlanarKernel, "find", classmethod(lambda cls, z, theta: None))
+    torch.testing.assert_close((z_k, logdet), flow(z))
