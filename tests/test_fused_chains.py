@@ -1,8 +1,8 @@
 """The fused planar, radial and Householder runs (one autograd node with a hand-written backward) against
 autograd: ``gradcheck`` of the nodes themselves, and the gradients of a whole ``Sequential`` with
 and without the node (its forward recorded op by op), static and amortized, with and without a
-sample axis; the planar node both with its compiled kernel and with its PyTorch path, and the two
-against each other."""
+sample axis; the planar and radial nodes both with their compiled kernels and with their PyTorch
+paths, and the two against each other."""
 
 from __future__ import annotations
 
@@ -22,18 +22,23 @@ def _inputs(static, sample_axis, size, K=3, B=4, D=3):
     return z.requires_grad_(), torch.randn(*lead, size(D), generator=g, dtype=torch.float64)
 
 
+def _no_kernels(monkeypatch):
+    for module in (planar_module, radial_module, householder_module):
+        monkeypatch.setattr(module, "_kernel", lambda z, params: None)
+
+
 @pytest.fixture(params=["kernel", "pytorch"])
-def planar_path(request, monkeypatch):
-    """Each planar test twice: with the compiled kernel (where this machine builds it: see
-    tests/test_kernels.py) and with the PyTorch path."""
+def kernel_path(request, monkeypatch):
+    """Each planar, radial and Householder test twice: with the compiled kernels (where this machine
+    builds them: see tests/test_kernels.py) and with the PyTorch path."""
     if request.param == "pytorch":
-        monkeypatch.setattr(planar_module._PlanarKernel, "find", classmethod(lambda cls, z, theta: None))
+        _no_kernels(monkeypatch)
     return request.param
 
 
 @pytest.mark.parametrize("static", [True, False])
 @pytest.mark.parametrize("sample_axis", [False, True])
-def test_planar_node_gradcheck(static, sample_axis, planar_path):
+def test_planar_node_gradcheck(static, sample_axis, kernel_path):
     z, theta = _inputs(static, sample_axis, lambda D: 2 * D + 1)
     theta.requires_grad_()
     assert torch.autograd.gradcheck(lambda z, th: planar_module._PlanarChain.apply(z, th, 3), (z, theta))
@@ -41,7 +46,7 @@ def test_planar_node_gradcheck(static, sample_axis, planar_path):
 
 @pytest.mark.parametrize("static", [True, False])
 @pytest.mark.parametrize("sample_axis", [False, True])
-def test_radial_node_gradcheck(static, sample_axis):
+def test_radial_node_gradcheck(static, sample_axis, kernel_path):
     z, theta = _inputs(static, sample_axis, lambda D: D + 2)
     z0 = theta[..., :3].clone().requires_grad_()
     alpha, s = (0.2 + theta[..., 3:].abs()).unbind(-1)
@@ -54,7 +59,7 @@ def test_radial_node_gradcheck(static, sample_axis):
 @pytest.mark.parametrize("sample_axis", [False, True])
 @pytest.mark.parametrize("K", [1, 4])
 def test_fused_gradients_equal_autograd_of_the_same_forward(cls, amortized, sample_axis, K, monkeypatch,
-                                                            planar_path):
+                                                            kernel_path):
     torch.manual_seed(0)
     c = 5 if amortized else None
     flow = Sequential(*(cls(4, context_dim=c, init_std=0.7) for _ in range(K))).double()
@@ -80,7 +85,7 @@ def test_fused_gradients_equal_autograd_of_the_same_forward(cls, amortized, samp
 
 @pytest.mark.parametrize("static", [True, False])
 @pytest.mark.parametrize("sample_axis", [False, True])
-def test_householder_node_gradcheck(static, sample_axis):
+def test_householder_node_gradcheck(static, sample_axis, kernel_path):
     z, v = _inputs(static, sample_axis, lambda D: D)
     assert torch.autograd.gradcheck(householder_module._ReflectChain.apply, (z, v.requires_grad_()))
 
@@ -88,7 +93,7 @@ def test_householder_node_gradcheck(static, sample_axis):
 @pytest.mark.parametrize("amortized", [False, True])
 @pytest.mark.parametrize("sample_axis", [False, True])
 @pytest.mark.parametrize("K", [1, 4])
-def test_fused_reflections_equal_reflect_many(amortized, sample_axis, K):
+def test_fused_reflections_equal_reflect_many(amortized, sample_axis, K, kernel_path):
     torch.manual_seed(0)
     c = 5 if amortized else None
     flow = Sequential(*(Householder(4, context_dim=c) for _ in range(K))).double()
@@ -104,11 +109,12 @@ def test_fused_reflections_equal_reflect_many(amortized, sample_axis, K):
         torch.testing.assert_close(a, b, atol=1e-9, rtol=1e-9)
 
 
-def _planar_outputs(flow, z, h, dtype):
+def _outputs(flow, z, h, dtype):
     """``z_K``, the log-determinant and the gradients of a loss of both with respect to ``z``, the
     context and every parameter, with and without autograd recording."""
     inputs = [z] + ([h] if h is not None else []) + list(flow.parameters())
     zK, logdet = flow(z, h)
+    logdet = logdet + zK[..., 0].cos()  # a volume-preserving flow's log-det is a constant 0
     weights = torch.linspace(0.3, 2.0, logdet.numel(), dtype=dtype).view(logdet.shape)
     grads = torch.autograd.grad(zK.sin().sum() + (logdet * weights).sum(), inputs)
     with torch.no_grad():
@@ -116,37 +122,42 @@ def _planar_outputs(flow, z, h, dtype):
     return [zK, logdet, *grads, *evaluated]
 
 
-def _no_kernel(monkeypatch):
-    monkeypatch.setattr(planar_module._PlanarKernel, "find", classmethod(lambda cls, z, theta: None))
-
-
 def _needs_kernel(dtype):
     z, theta = torch.zeros(1, 1, dtype=dtype), torch.zeros(1, 3, dtype=dtype)
-    if planar_module._PlanarKernel.find(z, theta) is None:
-        pytest.skip("no compiled planar kernel on this machine (tests/test_kernels.py says why)")
+    if any(module._kernel(z, theta[:, :size]) is None
+           for module, size in ((planar_module, 3), (radial_module, 1), (householder_module, 1))):
+        pytest.skip("no compiled kernels on this machine (tests/test_kernels.py says why)")
 
 
+@pytest.mark.parametrize("cls", [Planar, Radial, Householder])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("amortized", [False, True])
 @pytest.mark.parametrize("sample_axis", [False, True])
 @pytest.mark.parametrize("K", [1, 6])
-def test_planar_kernel_equals_the_pytorch_path(dtype, amortized, sample_axis, K, monkeypatch):
-    """The compiled kernel computes what the PyTorch path computes, forward, backward and under
-    ``no_grad``, also where the constraint moves ``u`` a long way (a first layer with ``w^T u`` far
-    below -1)."""
+def test_kernel_equals_the_pytorch_path(cls, dtype, amortized, sample_axis, K, monkeypatch):
+    """The compiled kernels compute what the PyTorch paths compute, forward, backward and under
+    ``no_grad``; planar also where the constraint moves ``u`` a long way (a first layer with ``w^T u``
+    far below -1), radial also for a sample at its first layer's centre (``r = 0``), Householder
+    also for a sample orthogonal to its first ``v``."""
     _needs_kernel(dtype)
     torch.manual_seed(1)
     c = 5 if amortized else None
-    flow = Sequential(*(Planar(4, context_dim=c, init_std=0.7) for _ in range(K))).to(dtype)
+    flow = Sequential(*(cls(4, context_dim=c, init_std=0.7) for _ in range(K))).to(dtype)
+    z = torch.randn(*((3, 7, 4) if sample_axis else (7, 4)), dtype=dtype)
+    h = torch.randn(7, 5, dtype=dtype, requires_grad=True) if amortized else None
     with torch.no_grad():
         raw = flow.flows[0].params.theta if c is None else flow.flows[0].params.linear.bias
-        raw[:4] += 3.0  # u
-        raw[4:8] -= 3.0  # w: w^T u about -36
-    z = torch.randn(*((3, 7, 4) if sample_axis else (7, 4)), dtype=dtype, requires_grad=True)
-    h = torch.randn(7, 5, dtype=dtype, requires_grad=True) if amortized else None
-    kernel = _planar_outputs(flow, z, h, dtype)
-    _no_kernel(monkeypatch)
-    pytorch = _planar_outputs(flow, z, h, dtype)
+        if cls is Planar:
+            raw[:4] += 3.0  # u
+            raw[4:8] -= 3.0  # w: w^T u about -36
+        elif cls is Radial and c is None:
+            z[..., 0, :] = raw[:4]  # z = z0
+        elif cls is Householder and c is None:
+            z[..., 0, :] = torch.tensor([raw[1], -raw[0], 0.0, 0.0])  # v^T z = 0
+    z.requires_grad_()
+    kernel = _outputs(flow, z, h, dtype)
+    _no_kernels(monkeypatch)
+    pytorch = _outputs(flow, z, h, dtype)
     for a, b in zip(kernel, pytorch):  # float32: sums of many terms, in another order
         assert torch.isfinite(a).all()
         scale = b.abs().max().item()
@@ -167,7 +178,7 @@ def test_planar_kernel_clamps_a_vanishing_w_like_the_pytorch_path(dtype, monkeyp
         flow.flows[1].params.theta[4:8] = 1e-30 if dtype == torch.float32 else 1e-170
     z = torch.randn(7, 4, dtype=dtype)
     kernel = flow(z)
-    _no_kernel(monkeypatch)
+    _no_kernels(monkeypatch)
     pytorch = flow(z)
     assert torch.isfinite(kernel[0]).all() and kernel[0].abs().max() > 1e5
     for a, b in zip(kernel, pytorch):

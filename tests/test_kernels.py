@@ -12,7 +12,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from flowlib.flows import Planar, Sequential, kernels
+from flowlib.flows import householder as householder_module
 from flowlib.flows import planar as planar_module
+from flowlib.flows import radial as radial_module
 
 
 @pytest.fixture
@@ -21,13 +23,13 @@ def fresh(monkeypatch, tmp_path):
     monkeypatch.setenv("FLOWLIB_KERNEL_CACHE", str(tmp_path))
     monkeypatch.delenv("FLOWLIB_KERNELS", raising=False)
     monkeypatch.setattr(kernels, "_loaded", {})
-    monkeypatch.setattr(planar_module._PlanarKernel, "_bound", {})
+    monkeypatch.setattr(kernels.Kernel, "_bound", {})
     return tmp_path
 
 
 def _find(dtype=torch.float32, device="cpu"):
-    return planar_module._PlanarKernel.find(torch.zeros(2, 3, dtype=dtype, device=device),
-                                            torch.zeros(4, 7, dtype=dtype, device=device))
+    return planar_module._kernel(torch.zeros(2, 3, dtype=dtype, device=device),
+                                 torch.zeros(4, 7, dtype=dtype, device=device))
 
 
 needs_cc = pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler on this machine")
@@ -45,14 +47,25 @@ def test_the_kernel_is_built_once_into_the_cache(fresh, monkeypatch):
 
 
 @needs_cc
+@pytest.mark.parametrize("module", [radial_module, householder_module])
+def test_radial_and_householder_find_their_kernels(fresh, module):
+    z = torch.zeros(2, 3)
+    assert module._kernel(z, torch.zeros(4, 3)) is not None  # static
+    assert module._kernel(z, torch.zeros(2, 4, 3)) is not None  # amortized, batch 2
+    assert module._kernel(z, torch.zeros(5, 4, 3)) is None  # a batch that is not z's
+    assert module._kernel(z.double(), torch.zeros(4, 3)) is None  # two dtypes
+    assert {p.name.split("-")[0] for p in fresh.iterdir()} == {module.__name__.rsplit(".")[-1]}
+
+
+@needs_cc
 def test_the_planar_flow_uses_the_kernel_exactly_where_it_applies(fresh):
     assert _find(torch.float32) is not None and _find(torch.float64) is not None
     assert _find(torch.float16) is None and _find(torch.bfloat16) is None
     assert _find(device="meta") is None
     z = torch.zeros(2, 3)
-    assert planar_module._PlanarKernel.find(z, torch.zeros(4, 7, dtype=torch.float64)) is None  # 2 dtypes
-    assert planar_module._PlanarKernel.find(z, torch.zeros(2, 4, 7)) is not None  # amortized, batch 2
-    assert planar_module._PlanarKernel.find(z, torch.zeros(5, 4, 7)) is None  # a batch that is not z's
+    assert planar_module._kernel(z, torch.zeros(4, 7, dtype=torch.float64)) is None  # 2 dtypes
+    assert planar_module._kernel(z, torch.zeros(2, 4, 7)) is not None  # amortized, batch 2
+    assert planar_module._kernel(z, torch.zeros(5, 4, 7)) is None  # a batch that is not z's
     with FlopCounterMode(display=False):  # a mode that traces operations sees the PyTorch path
         assert _find() is None
     with torch.no_grad():
@@ -83,5 +96,5 @@ def test_without_a_working_compiler_a_warning_says_why_and_the_flow_still_works(
     with pytest.warns(RuntimeWarning, match=f"flowlib: .*planar kernel.*{says}.*slower PyTorch path"):
         z_k, logdet = flow(z)
     assert [p.name for p in fresh.iterdir()] == []  # no partial file left
-    monkeypatch.setattr(planar_module._PlanarKernel, "find", classmethod(lambda cls, z, theta: None))
+    monkeypatch.setattr(planar_module, "_kernel", lambda z, theta: None)
     torch.testing.assert_close((z_k, logdet), flow(z))

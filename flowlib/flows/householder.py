@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 
+from . import kernels
 from .base import Flow, ParameterSource
 
 __all__ = ["Householder", "reflect", "reflect_many"]
@@ -55,11 +56,39 @@ class Householder(Flow):
     @staticmethod
     def _chain(layers, z, context):
         """``layers`` (reflections, all static or all amortized) applied in order, each as
-        ``z - (v^T z) (2 v / ||v||^2)``; ``(z, None)``: the log-determinant is 0."""
+        ``z - (v^T z) (2 v / ||v||^2)``; ``(z, None)``: the log-determinant is 0. On the CPU the run
+        is one call of the compiled kernel (``kernels/householder.c``) each way where it can be built."""
         v = ParameterSource.stack([f.params for f in layers], context)  # (K, D) or (B, K, D)
         if torch.is_grad_enabled() and torch._C._functorch.maybe_current_level() is None:
             return _ReflectChain.apply(z, v), None
+        kernel = _kernel(z, v)
+        if kernel is not None:
+            return _kernel_forward(kernel, z, v, keep=False)[0], None
         return reflect_many(z, v, shared=context is None), None
+
+
+def _kernel(z: torch.Tensor, v: torch.Tensor) -> kernels.Kernel | None:
+    """The compiled run of reflections (``kernels/householder.c``: the same arithmetic as
+    :class:`_ReflectChain` in one C loop over the samples and reflections) for these tensors, or
+    ``None`` where the PyTorch path runs: see :func:`kernels.find`, and an amortized ``v`` whose batch
+    is not ``z``'s."""
+    if (z.dim() < 2 or (v.dim() == 3 and (z.dim() > 3 or z.shape[-2] != v.shape[0]))
+            or torch._C._functorch.maybe_current_level() is not None):
+        return None
+    return kernels.find("householder", z, v)
+
+
+def _kernel_forward(kernel: kernels.Kernel, z, v, keep: bool = True):
+    """``(z_K, saved)`` by the kernel; ``saved`` is ``(v, c, vz, zs)`` (``zs`` ``None`` unless ``keep``)."""
+    dim, K = v.shape[-1], v.shape[-2]
+    P = 1 if v.dim() == 2 else v.shape[0]
+    v = v.detach().contiguous()
+    z_out = kernels.rows(z, dim)
+    N = z_out.shape[0]
+    c, vz = torch.empty_like(v), z_out.new_empty(N, K)
+    zs = z_out.new_empty(N, K, dim) if keep else None
+    kernel.forward((N, K, dim, P), v, c, z_out, vz, zs)
+    return z_out.view(z.shape), (v, c, vz, zs)
 
 
 class _ReflectChain(torch.autograd.Function):
@@ -74,6 +103,11 @@ class _ReflectChain(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, z, v):
+        ctx.kernel = _kernel(z, v)
+        if ctx.kernel is not None:
+            z_out, saved = _kernel_forward(ctx.kernel, z, v)
+            ctx.save_for_backward(*saved)
+            return z_out
         shared, shape = v.dim() == 2, z.shape
         v_sq_raw = (v * v).sum(-1, keepdim=True)
         v_sq = v_sq_raw.clamp_min(torch.finfo(v.dtype).tiny)
@@ -97,6 +131,13 @@ class _ReflectChain(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, g_out):
+        if ctx.kernel is not None:
+            v, c, vz, zs = ctx.saved_tensors
+            N, K, dim = zs.shape
+            g = kernels.rows(g_out, dim)
+            g_v, g_c = torch.zeros_like(v), torch.zeros_like(v)
+            ctx.kernel.backward((N, K, dim, 1 if v.dim() == 2 else v.shape[0]), v, c, vz, zs, g, g_v, g_c)
+            return g.view(g_out.shape), g_v
         v, c, v_sq, v_sq_raw, *rest = ctx.saved_tensors
         K = v.shape[-2]
         zs, vzs = rest[:K], rest[K:]

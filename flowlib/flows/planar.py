@@ -29,8 +29,6 @@ and ``g(a) = a + m tanh(a + b)`` is strictly increasing (``g' = 1 + m tanh'
 
 from __future__ import annotations
 
-import ctypes
-
 import torch
 import torch.nn.functional as F
 
@@ -97,9 +95,9 @@ class Planar(Flow):
         theta = ParameterSource.stack([f.params for f in layers], context)  # (K, P) or (B, K, P)
         if torch.is_grad_enabled() and _no_functorch():
             return _PlanarChain.apply(z, theta, dim)
-        kernel = _PlanarKernel.find(z, theta)
+        kernel = _kernel(z, theta)
         if kernel is not None:
-            return kernel.forward(z, theta, dim, keep=False)[:2]
+            return _kernel_forward(kernel, z, theta, dim, keep=False)[:2]
         return _planar_run(z, theta, dim, keep=False)[:2]
 
 
@@ -178,65 +176,43 @@ def _planar_run(z, theta, dim, keep: bool = True):
     return z.view(shape), q.log().sum(0).view(shape[:-1]), (zs, t, q, c_t, u_hat, w, wu)
 
 
-class _PlanarKernel:
-    """The compiled run of planar layers (``kernels/planar.c``) for one dtype: the same arithmetic
-    as :func:`_planar_run` and :meth:`_PlanarChain.backward`, constraint included, in one C loop
-    over the samples and layers instead of some 20 PyTorch operations a layer."""
+def _kernel(z: torch.Tensor, theta: torch.Tensor) -> kernels.Kernel | None:
+    """The compiled run of planar layers (``kernels/planar.c``: the same arithmetic as
+    :func:`_planar_run` and :meth:`_PlanarChain.backward`, constraint included, in one C loop over
+    the samples and layers instead of some 20 PyTorch operations a layer) for these tensors, or
+    ``None`` where the PyTorch path runs: see :func:`kernels.find`, and an amortized ``theta``
+    whose batch is not ``z``'s."""
+    if (z.dim() < 2 or (theta.dim() == 3 and (z.dim() > 3 or z.shape[-2] != theta.shape[0]))
+            or not _no_functorch()):
+        return None
+    return kernels.find("planar", z, theta)
 
-    _bound: dict[str, _PlanarKernel] = {}
 
-    def __init__(self, lib: ctypes.CDLL, suffix: str):
-        size, ptr = ctypes.c_long, ctypes.c_void_p
-        self._forward = getattr(lib, f"planar_forward_{suffix}")
-        self._forward.argtypes = [size] * 4 + [ptr] * 7
-        self._backward = getattr(lib, f"planar_backward_{suffix}")
-        self._backward.argtypes = [size] * 4 + [ptr] * 10
+def _kernel_forward(kernel: kernels.Kernel, z, theta, dim, keep: bool = True):
+    """``(z_K, logdet, saved)`` by the kernel; ``saved`` is ``(theta, u_hat, c, t, zs)`` (``zs``
+    ``None`` unless ``keep``), what :func:`_kernel_backward` needs."""
+    K = theta.shape[-2]
+    P = 1 if theta.dim() == 2 else theta.shape[0]
+    theta = theta.detach().contiguous()
+    z_out = kernels.rows(z, dim)
+    N = z_out.shape[0]
+    u_hat, c = theta.new_empty(P, K, dim), theta.new_empty(P, K)
+    logdet, t = z_out.new_empty(N), z_out.new_empty(N, K)
+    zs = z_out.new_empty(N, K, dim) if keep else None
+    kernel.forward((N, K, dim, P), theta, u_hat, c, z_out, logdet, t, zs)
+    return z_out.view(z.shape), logdet.view(z.shape[:-1]), (theta, u_hat, c, t, zs)
 
-    @classmethod
-    def find(cls, z: torch.Tensor, theta: torch.Tensor) -> _PlanarKernel | None:
-        """The kernel for these tensors, or ``None`` where the PyTorch path runs instead: not CPU
-        ``float32``/``float64`` of one dtype, inside ``torch.func`` or a dispatch mode that traces
-        operations (e.g. the FLOP counter), an amortized ``theta`` whose batch is not ``z``'s, or no
-        kernel built (see :mod:`flowlib.flows.kernels`)."""
-        suffix = {torch.float32: "f32", torch.float64: "f64"}.get(z.dtype)
-        if (suffix is None or theta.dtype != z.dtype or z.device.type != "cpu" or theta.device.type != "cpu"
-                or z.dim() < 2 or (theta.dim() == 3 and (z.dim() > 3 or z.shape[-2] != theta.shape[0]))
-                or not _no_functorch() or torch._C._len_torch_dispatch_stack() > 0):
-            return None
-        if suffix not in cls._bound:
-            lib = kernels.load("planar")
-            if lib is None:
-                return None
-            cls._bound[suffix] = cls(lib, suffix)
-        return cls._bound[suffix]
 
-    def forward(self, z, theta, dim, keep: bool = True):
-        """``(z_K, logdet, saved)``; ``saved`` is ``(theta, u_hat, c, t, zs)`` (``zs`` ``None`` unless
-        ``keep``), what :meth:`backward` needs."""
-        K = theta.shape[-2]
-        P = 1 if theta.dim() == 2 else theta.shape[0]
-        theta = theta.detach().contiguous()
-        z_out = z.detach().reshape(-1, dim).clone(memory_format=torch.contiguous_format)
-        N = z_out.shape[0]
-        u_hat, c = theta.new_empty(P, K, dim), theta.new_empty(P, K)
-        logdet, t = z_out.new_empty(N), z_out.new_empty(N, K)
-        zs = z_out.new_empty(N, K, dim) if keep else None
-        self._forward(N, K, dim, P, theta.data_ptr(), u_hat.data_ptr(), c.data_ptr(), z_out.data_ptr(),
-                      logdet.data_ptr(), t.data_ptr(), zs.data_ptr() if keep else None)
-        return z_out.view(z.shape), logdet.view(z.shape[:-1]), (theta, u_hat, c, t, zs)
-
-    def backward(self, saved, g_z, g_logdet):
-        """``(dL/dz, dL/dtheta)`` from the upstream gradients and :meth:`forward`'s ``saved``."""
-        theta, u_hat, c, t, zs = saved
-        N, K, dim = zs.shape
-        P = u_hat.shape[0]
-        g = g_z.reshape(N, dim).clone(memory_format=torch.contiguous_format)
-        gl = g_logdet.reshape(N).contiguous()
-        g_theta, g_uhat, g_c = torch.zeros_like(theta), torch.zeros_like(u_hat), torch.zeros_like(c)
-        self._backward(N, K, dim, P, theta.data_ptr(), u_hat.data_ptr(), c.data_ptr(), t.data_ptr(),
-                       zs.data_ptr(), gl.data_ptr(), g.data_ptr(), g_theta.data_ptr(), g_uhat.data_ptr(),
-                       g_c.data_ptr())
-        return g.view(g_z.shape), g_theta
+def _kernel_backward(kernel: kernels.Kernel, saved, g_z, g_logdet):
+    """``(dL/dz, dL/dtheta)`` by the kernel, from the upstream gradients and
+    :func:`_kernel_forward`'s ``saved``."""
+    theta, u_hat, c, t, zs = saved
+    N, K, dim = zs.shape
+    g = kernels.rows(g_z, dim)
+    g_theta, g_uhat, g_c = torch.zeros_like(theta), torch.zeros_like(u_hat), torch.zeros_like(c)
+    kernel.backward((N, K, dim, u_hat.shape[0]), theta, u_hat, c, t, zs, g_logdet.reshape(N).contiguous(),
+                    g, g_theta, g_uhat, g_c)
+    return g.view(g_z.shape), g_theta
 
 
 class _PlanarChain(torch.autograd.Function):
@@ -261,9 +237,9 @@ class _PlanarChain(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, z, theta, dim):
-        ctx.kernel = _PlanarKernel.find(z, theta)
+        ctx.kernel = _kernel(z, theta)
         if ctx.kernel is not None:
-            z_out, logdet, saved = ctx.kernel.forward(z, theta, dim)
+            z_out, logdet, saved = _kernel_forward(ctx.kernel, z, theta, dim)
             ctx.save_for_backward(*saved)
             return z_out, logdet
         z_out, logdet, (zs, t, q, c_t, u_hat, w, wu) = _planar_run(z, theta, dim)
@@ -275,7 +251,7 @@ class _PlanarChain(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, g_z, g_logdet):
         if ctx.kernel is not None:
-            g, g_theta = ctx.kernel.backward(ctx.saved_tensors, g_z, g_logdet)
+            g, g_theta = _kernel_backward(ctx.kernel, ctx.saved_tensors, g_z, g_logdet)
             return g, g_theta, None
         theta, u_hat, w, wu, t, q, c_t, *zs = ctx.saved_tensors
         shape, dim, K = ctx.shape, ctx.dim, len(zs)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from . import kernels
 from .base import Flow, ParameterSource
 
 __all__ = ["Radial"]
@@ -62,13 +63,18 @@ class Radial(Flow):
     def _chain(layers, z, context):
         """``layers`` (radial, all static or all amortized) applied in order (eq. 14), their
         parameters constrained together and their log-determinants summed together. Where autograd
-        records it, the whole run is one node (:class:`_RadialChain`) with a hand-written backward."""
+        records it, the whole run is one node (:class:`_RadialChain`) with a hand-written backward; on
+        the CPU both directions are one call of the compiled kernel (``kernels/radial.c``) where it
+        can be built."""
         dim = layers[0].dim
         theta = ParameterSource.stack([f.params for f in layers], context)  # (K, D + 2) or (B, K, D + 2)
         alpha, s = F.softplus(theta[..., dim:]).unbind(-1)
         z0 = theta[..., :dim]
         if torch.is_grad_enabled() and torch._C._functorch.maybe_current_level() is None:
             return _RadialChain.apply(z, z0, alpha, s)
+        kernel = _kernel(z, z0)
+        if kernel is not None:
+            return _kernel_forward(kernel, z, z0, alpha, s, keep=False)[:2]
         return _radial_run(z, z0, alpha, s, keep=False)[:2]
 
     def _inverse(self, y, context):
@@ -105,6 +111,45 @@ def _radial_run(z, z0, alpha, s, keep: bool = True):
     return z, ((z.shape[-1] - 1) * torch.log(scale) + log_2).sum(-1), (diffs, r, scale)
 
 
+def _kernel(z: torch.Tensor, z0: torch.Tensor) -> kernels.Kernel | None:
+    """The compiled run of radial layers (``kernels/radial.c``: the same arithmetic as
+    :func:`_radial_run` and :meth:`_RadialChain.backward` in one C loop over the samples and layers)
+    for these tensors, or ``None`` where the PyTorch path runs: see :func:`kernels.find`, and an
+    amortized ``z0`` whose batch is not ``z``'s."""
+    if (z.dim() < 2 or (z0.dim() == 3 and (z.dim() > 3 or z.shape[-2] != z0.shape[0]))
+            or torch._C._functorch.maybe_current_level() is not None):
+        return None
+    return kernels.find("radial", z, z0)
+
+
+def _kernel_forward(kernel: kernels.Kernel, z, z0, alpha, s, keep: bool = True):
+    """``(z_K, logdet, saved)`` by the kernel; ``saved`` is ``(alpha, s, r, c, ds)`` (``ds`` ``None``
+    unless ``keep``), what :func:`_kernel_backward` needs."""
+    dim, K = z0.shape[-1], z0.shape[-2]
+    P = 1 if z0.dim() == 2 else z0.shape[0]
+    z0, alpha, s = (x.detach().contiguous() for x in (z0, alpha, s))
+    z_out = kernels.rows(z, dim)
+    N = z_out.shape[0]
+    logdet, r, c = z_out.new_empty(N), z_out.new_empty(N, K), z_out.new_empty(N, K)
+    ds = z_out.new_empty(N, K, dim) if keep else None
+    kernel.forward((N, K, dim, P), z0, alpha, s, z_out, logdet, r, c, ds)
+    return z_out.view(z.shape), logdet.view(z.shape[:-1]), (alpha, s, r, c, ds)
+
+
+def _kernel_backward(kernel: kernels.Kernel, saved, g_z, g_logdet):
+    """``(dL/dz, dL/dz0, dL/dalpha, dL/ds)`` by the kernel, from the upstream gradients and
+    :func:`_kernel_forward`'s ``saved``."""
+    alpha, s, r, c, ds = saved
+    N, K, dim = ds.shape
+    g = kernels.rows(g_z, dim)
+    g_z0 = alpha.new_zeros(alpha.shape + (dim,))
+    g_alpha, g_s = torch.zeros_like(alpha), torch.zeros_like(s)
+    P = 1 if alpha.dim() == 1 else alpha.shape[0]
+    gl = g_logdet.reshape(N).contiguous()
+    kernel.backward((N, K, dim, P), alpha, s, r, c, ds, gl, g, g_z0, g_alpha, g_s)
+    return g.view(g_z.shape), g_z0, g_alpha, g_s
+
+
 class _RadialChain(torch.autograd.Function):
     """A run of radial layers as one autograd node: the forward of :func:`_radial_run`, and its
     backward by hand. For ``z' = z0 + c d``, ``d = z - z0``, ``r = ||d||``, ``c = (r + s) / (alpha + r)``
@@ -120,6 +165,11 @@ class _RadialChain(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, z, z0, alpha, s):
+        ctx.kernel = _kernel(z, z0)
+        if ctx.kernel is not None:
+            z_out, logdet, saved = _kernel_forward(ctx.kernel, z, z0, alpha, s)
+            ctx.save_for_backward(*saved)
+            return z_out, logdet
         z_out, logdet, (diffs, r, scale) = _radial_run(z, z0, alpha, s)
         ctx.save_for_backward(z0, alpha, s, r, scale, *diffs)
         return z_out, logdet
@@ -127,6 +177,8 @@ class _RadialChain(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, g_z, g_logdet):
+        if ctx.kernel is not None:
+            return _kernel_backward(ctx.kernel, ctx.saved_tensors, g_z, g_logdet)
         z0, alpha, s, r, scale, *diffs = ctx.saved_tensors
         static, dim = z0.dim() == 2, z0.shape[-1]
         # every layer's scalar factors at once, (..., B, K)

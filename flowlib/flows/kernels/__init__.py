@@ -29,11 +29,62 @@ import subprocess
 import tempfile
 import warnings
 
-__all__ = ["load", "enabled", "cache_dir", "FLAGS"]
+import torch
+
+__all__ = ["Kernel", "find", "rows", "load", "enabled", "cache_dir", "FLAGS"]
 
 FLAGS = ["-O3", "-fopenmp-simd", "-fPIC", "-shared"]
 SOURCES = pathlib.Path(__file__).resolve().parent
 _loaded: dict[str, ctypes.CDLL | None] = {}
+_SUFFIXES = {torch.float32: "f32", torch.float64: "f64"}
+
+
+class Kernel:
+    """The functions ``{name}_forward_{f32|f64}`` and ``{name}_backward_...`` of a built kernel for one
+    dtype. Every kernel function takes four sizes (C ``long``) and then pointers to the data of
+    contiguous tensors of that dtype, ``None`` for a NULL pointer."""
+
+    _bound: dict[tuple[str, str], Kernel] = {}
+
+    def __init__(self, lib: ctypes.CDLL, name: str, suffix: str):
+        self._forward = getattr(lib, f"{name}_forward_{suffix}")
+        self._backward = getattr(lib, f"{name}_backward_{suffix}")
+
+    @staticmethod
+    def _call(function, sizes, tensors) -> None:
+        assert all(t is None or t.is_contiguous() for t in tensors)
+        function(*(ctypes.c_long(n) for n in sizes),
+                 *(None if t is None else ctypes.c_void_p(t.data_ptr()) for t in tensors))
+
+    def forward(self, sizes, *tensors) -> None:
+        self._call(self._forward, sizes, tensors)
+
+    def backward(self, sizes, *tensors) -> None:
+        self._call(self._backward, sizes, tensors)
+
+
+def rows(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """A contiguous copy of ``x`` as rows of ``dim`` numbers, outside autograd: what a kernel reads
+    and updates in place (``z`` forward, its gradient backward)."""
+    return x.detach().reshape(-1, dim).clone(memory_format=torch.contiguous_format)
+
+
+def find(name: str, *tensors: torch.Tensor) -> Kernel | None:
+    """The kernel ``name`` for computing on ``tensors``, or ``None`` where the flow must run its
+    PyTorch path: tensors not all on the CPU in one dtype of ``float32``/``float64``, inside a
+    ``torch.func`` transform or a dispatch mode that traces operations (e.g. the FLOP counter, which
+    would not see inside the kernel), or no kernel built (:func:`load`)."""
+    suffix = _SUFFIXES.get(tensors[0].dtype)
+    if (suffix is None or any(t.dtype != tensors[0].dtype or t.device.type != "cpu" for t in tensors)
+            or torch._C._functorch.maybe_current_level() is not None
+            or torch._C._len_torch_dispatch_stack() > 0):
+        return None
+    if (name, suffix) not in Kernel._bound:
+        lib = load(name)
+        if lib is None:
+            return None
+        Kernel._bound[name, suffix] = Kernel(lib, name, suffix)
+    return Kernel._bound[name, suffix]
 
 
 def enabled() -> bool:
