@@ -16,6 +16,10 @@ per image, in the protocol's chunks of at most 50,000 decoder rows) of ``--eval-
 images, timed the same way; ``eval_ratio`` and ``eval_flop_ratio`` are per image over the no-flow
 row's at the same ``K``, and ``eval_images_per_second`` the throughput.
 
+On the CPU, this code's planar, radial and Householder runs use their compiled kernels where they
+build (``flowlib.flows.kernels``; the JSON's ``machine`` says which did; ``FLOWLIB_KERNELS=0`` measures
+without them).
+
 Times are the process's CPU time (``--clock cpu``, the default): on a machine shared with other
 jobs, wall time also counts the waits for a core. ``--device cuda`` measures on a GPU (wall time,
 ``--clock wall``, with the device synchronized before every reading of the clock).
@@ -44,6 +48,7 @@ from tqdm.auto import tqdm
 
 from flowlib.data import load
 from flowlib.experiments.tables import load_experiment, row_config
+from flowlib.flows import kernels
 from flowlib.training.config import torch_device
 
 CLOCKS = {"cpu": time.process_time, "wall": time.perf_counter}
@@ -208,6 +213,9 @@ def main():
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                     "cpus": os.cpu_count(), "torch": torch.__version__, "threads": args.threads,
                     "clock": args.clock, "load_average": os.getloadavg(), "device": str(device),
+                    # which of this code's compiled kernels ran (the baselines' copies have their own)
+                    "kernels": {name: device.type == "cpu" and kernels.load(name) is not None
+                                for name in kernels.NAMES},
                     **({"gpu": torch.cuda.get_device_name(device)} if device.type == "cuda" else {})},
         "rows": result_rows,
     }

@@ -31,10 +31,11 @@ import warnings
 
 import torch
 
-__all__ = ["Kernel", "find", "rows", "load", "enabled", "cache_dir", "FLAGS"]
+__all__ = ["Kernel", "find", "rows", "load", "enabled", "cache_dir", "FLAGS", "NAMES"]
 
 FLAGS = ["-O3", "-fopenmp-simd", "-fPIC", "-shared"]
 SOURCES = pathlib.Path(__file__).resolve().parent
+NAMES = tuple(sorted(path.stem for path in SOURCES.glob("*.c")))  # planar, radial, householder, ...
 _loaded: dict[str, ctypes.CDLL | None] = {}
 _SUFFIXES = {torch.float32: "f32", torch.float64: "f64"}
 
