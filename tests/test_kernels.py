@@ -98,3 +98,25 @@ def test_without_a_working_compiler_a_warning_says_why_and_the_flow_still_works(
     assert [p.name for p in fresh.iterdir()] == []  # no partial file left
     monkeypatch.setattr(planar_module, "_kernel", lambda z, theta: None)
     torch.testing.assert_close((z_k, logdet), flow(z))
+
+
+@needs_cc
+def test_planar_without_a_gradient_uses_the_kernel_only_for_few_rows(fresh, monkeypatch):
+    """Evaluation over many rows (importance sampling) runs the PyTorch path, faster there; a
+    training-sized batch runs the kernel, with or without a gradient."""
+    used, kernel_forward = [], planar_module._kernel_forward
+
+    def counted(*args, **kwargs):
+        used.append(1)
+        return kernel_forward(*args, **kwargs)
+
+    monkeypatch.setattr(planar_module, "_kernel_forward", counted)
+    flow = Sequential(*(Planar(3) for _ in range(2)))
+    rows = planar_module.KERNEL_ROWS_NO_GRAD
+    with torch.no_grad():
+        flow(torch.zeros(rows, 3))
+        assert len(used) == 1
+        flow(torch.zeros(2, rows, 3))
+        assert len(used) == 1
+    flow(torch.zeros(2, rows, 3))  # with a gradient: the kernel whatever the size
+    assert len(used) == 2

@@ -37,6 +37,10 @@ from .base import Flow, ParameterSource
 
 __all__ = ["Planar", "solve_planar"]
 
+# Rows up to which a run without a gradient uses the compiled kernel. One thread, 80 layers of 40
+# dimensions, 100 rows (a training batch): kernel 0.52 ms, PyTorch 0.88; 500 rows: 2.01 against 1.41.
+KERNEL_ROWS_NO_GRAD = 256
+
 
 def constrain(theta: torch.Tensor, dim: int):
     """``u_hat``, ``w``, ``b`` and ``w^T u`` from raw parameters ``theta = [u, w, b]`` (last axis,
@@ -95,7 +99,9 @@ class Planar(Flow):
         theta = ParameterSource.stack([f.params for f in layers], context)  # (K, P) or (B, K, P)
         if torch.is_grad_enabled() and _no_functorch():
             return _PlanarChain.apply(z, theta, dim)
-        kernel = _kernel(z, theta)
+        # without a gradient, many rows (importance sampling) run faster through PyTorch's
+        # vectorized tanh and matrix-vector products over all rows than through the kernel's loop
+        kernel = _kernel(z, theta) if z.numel() <= KERNEL_ROWS_NO_GRAD * dim else None
         if kernel is not None:
             return _kernel_forward(kernel, z, theta, dim, keep=False)[:2]
         return _planar_run(z, theta, dim, keep=False)[:2]
