@@ -70,24 +70,18 @@ class Householder(Flow):
 def _kernel(z: torch.Tensor, v: torch.Tensor) -> kernels.Kernel | None:
     """The compiled run of reflections (``kernels/householder.c``: the same arithmetic as
     :class:`_ReflectChain` in one C loop over the samples and reflections) for these tensors, or
-    ``None`` where the PyTorch path runs: see :func:`kernels.find`, and an amortized ``v`` whose batch
-    is not ``z``'s."""
-    if (z.dim() < 2 or (v.dim() == 3 and (z.dim() > 3 or z.shape[-2] != v.shape[0]))
-            or torch._C._functorch.maybe_current_level() is not None):
-        return None
+    ``None`` where the PyTorch path runs (:func:`kernels.find`)."""
     return kernels.find("householder", z, v)
 
 
 def _kernel_forward(kernel: kernels.Kernel, z, v, keep: bool = True):
     """``(z_K, saved)`` by the kernel; ``saved`` is ``(v, c, vz, zs)`` (``zs`` ``None`` unless ``keep``)."""
-    dim, K = v.shape[-1], v.shape[-2]
-    P = 1 if v.dim() == 2 else v.shape[0]
     v = v.detach().contiguous()
-    z_out = kernels.rows(z, dim)
-    N = z_out.shape[0]
+    z_out = kernels.rows(z, v.shape[-1])
+    N, K, dim, _ = size = kernels.sizes(z_out, v)
     c, vz = torch.empty_like(v), z_out.new_empty(N, K)
     zs = z_out.new_empty(N, K, dim) if keep else None
-    kernel.forward((N, K, dim, P), v, c, z_out, vz, zs)
+    kernel.forward(size, v, c, z_out, vz, zs)
     return z_out.view(z.shape), (v, c, vz, zs)
 
 
@@ -133,10 +127,9 @@ class _ReflectChain(torch.autograd.Function):
     def backward(ctx, g_out):
         if ctx.kernel is not None:
             v, c, vz, zs = ctx.saved_tensors
-            N, K, dim = zs.shape
-            g = kernels.rows(g_out, dim)
+            g = kernels.rows(g_out, v.shape[-1])
             g_v, g_c = torch.zeros_like(v), torch.zeros_like(v)
-            ctx.kernel.backward((N, K, dim, 1 if v.dim() == 2 else v.shape[0]), v, c, vz, zs, g, g_v, g_c)
+            ctx.kernel.backward(kernels.sizes(g, v), v, c, vz, zs, g, g_v, g_c)
             return g.view(g_out.shape), g_v
         v, c, v_sq, v_sq_raw, *rest = ctx.saved_tensors
         K = v.shape[-2]

@@ -186,26 +186,20 @@ def _kernel(z: torch.Tensor, theta: torch.Tensor) -> kernels.Kernel | None:
     """The compiled run of planar layers (``kernels/planar.c``: the same arithmetic as
     :func:`_planar_run` and :meth:`_PlanarChain.backward`, constraint included, in one C loop over
     the samples and layers instead of some 20 PyTorch operations a layer) for these tensors, or
-    ``None`` where the PyTorch path runs: see :func:`kernels.find`, and an amortized ``theta``
-    whose batch is not ``z``'s."""
-    if (z.dim() < 2 or (theta.dim() == 3 and (z.dim() > 3 or z.shape[-2] != theta.shape[0]))
-            or not _no_functorch()):
-        return None
-    return kernels.find("planar", z, theta)
+    ``None`` where the PyTorch path runs (:func:`kernels.find`)."""
+    return kernels.find("planar", z, theta) if _no_functorch() else None
 
 
 def _kernel_forward(kernel: kernels.Kernel, z, theta, dim, keep: bool = True):
     """``(z_K, logdet, saved)`` by the kernel; ``saved`` is ``(theta, u_hat, c, t, zs)`` (``zs``
     ``None`` unless ``keep``), what :func:`_kernel_backward` needs."""
-    K = theta.shape[-2]
-    P = 1 if theta.dim() == 2 else theta.shape[0]
     theta = theta.detach().contiguous()
     z_out = kernels.rows(z, dim)
-    N = z_out.shape[0]
+    N, K, _, P = size = kernels.sizes(z_out, theta)
     u_hat, c = theta.new_empty(P, K, dim), theta.new_empty(P, K)
     logdet, t = z_out.new_empty(N), z_out.new_empty(N, K)
     zs = z_out.new_empty(N, K, dim) if keep else None
-    kernel.forward((N, K, dim, P), theta, u_hat, c, z_out, logdet, t, zs)
+    kernel.forward(size, theta, u_hat, c, z_out, logdet, t, zs)
     return z_out.view(z.shape), logdet.view(z.shape[:-1]), (theta, u_hat, c, t, zs)
 
 
@@ -213,10 +207,9 @@ def _kernel_backward(kernel: kernels.Kernel, saved, g_z, g_logdet):
     """``(dL/dz, dL/dtheta)`` by the kernel, from the upstream gradients and
     :func:`_kernel_forward`'s ``saved``."""
     theta, u_hat, c, t, zs = saved
-    N, K, dim = zs.shape
-    g = kernels.rows(g_z, dim)
+    g = kernels.rows(g_z, zs.shape[-1])
     g_theta, g_uhat, g_c = torch.zeros_like(theta), torch.zeros_like(u_hat), torch.zeros_like(c)
-    kernel.backward((N, K, dim, u_hat.shape[0]), theta, u_hat, c, t, zs, g_logdet.reshape(N).contiguous(),
+    kernel.backward(kernels.sizes(g, theta), theta, u_hat, c, t, zs, g_logdet.reshape(-1).contiguous(),
                     g, g_theta, g_uhat, g_c)
     return g.view(g_z.shape), g_theta
 

@@ -114,39 +114,30 @@ def _radial_run(z, z0, alpha, s, keep: bool = True):
 def _kernel(z: torch.Tensor, z0: torch.Tensor) -> kernels.Kernel | None:
     """The compiled run of radial layers (``kernels/radial.c``: the same arithmetic as
     :func:`_radial_run` and :meth:`_RadialChain.backward` in one C loop over the samples and layers)
-    for these tensors, or ``None`` where the PyTorch path runs: see :func:`kernels.find`, and an
-    amortized ``z0`` whose batch is not ``z``'s."""
-    if (z.dim() < 2 or (z0.dim() == 3 and (z.dim() > 3 or z.shape[-2] != z0.shape[0]))
-            or torch._C._functorch.maybe_current_level() is not None):
-        return None
+    for these tensors, or ``None`` where the PyTorch path runs (:func:`kernels.find`)."""
     return kernels.find("radial", z, z0)
 
 
 def _kernel_forward(kernel: kernels.Kernel, z, z0, alpha, s, keep: bool = True):
-    """``(z_K, logdet, saved)`` by the kernel; ``saved`` is ``(alpha, s, r, c, ds)`` (``ds`` ``None``
-    unless ``keep``), what :func:`_kernel_backward` needs."""
-    dim, K = z0.shape[-1], z0.shape[-2]
-    P = 1 if z0.dim() == 2 else z0.shape[0]
+    """``(z_K, logdet, saved)`` by the kernel; ``saved`` is ``(z0, alpha, s, r, c, ds)`` (``ds``
+    ``None`` unless ``keep``), what :func:`_kernel_backward` needs."""
     z0, alpha, s = (x.detach().contiguous() for x in (z0, alpha, s))
-    z_out = kernels.rows(z, dim)
-    N = z_out.shape[0]
+    z_out = kernels.rows(z, z0.shape[-1])
+    N, K, dim, _ = size = kernels.sizes(z_out, z0)
     logdet, r, c = z_out.new_empty(N), z_out.new_empty(N, K), z_out.new_empty(N, K)
     ds = z_out.new_empty(N, K, dim) if keep else None
-    kernel.forward((N, K, dim, P), z0, alpha, s, z_out, logdet, r, c, ds)
-    return z_out.view(z.shape), logdet.view(z.shape[:-1]), (alpha, s, r, c, ds)
+    kernel.forward(size, z0, alpha, s, z_out, logdet, r, c, ds)
+    return z_out.view(z.shape), logdet.view(z.shape[:-1]), (z0, alpha, s, r, c, ds)
 
 
 def _kernel_backward(kernel: kernels.Kernel, saved, g_z, g_logdet):
     """``(dL/dz, dL/dz0, dL/dalpha, dL/ds)`` by the kernel, from the upstream gradients and
     :func:`_kernel_forward`'s ``saved``."""
-    alpha, s, r, c, ds = saved
-    N, K, dim = ds.shape
-    g = kernels.rows(g_z, dim)
-    g_z0 = alpha.new_zeros(alpha.shape + (dim,))
-    g_alpha, g_s = torch.zeros_like(alpha), torch.zeros_like(s)
-    P = 1 if alpha.dim() == 1 else alpha.shape[0]
-    gl = g_logdet.reshape(N).contiguous()
-    kernel.backward((N, K, dim, P), alpha, s, r, c, ds, gl, g, g_z0, g_alpha, g_s)
+    z0, alpha, s, r, c, ds = saved
+    g = kernels.rows(g_z, z0.shape[-1])
+    g_z0, g_alpha, g_s = torch.zeros_like(z0), torch.zeros_like(alpha), torch.zeros_like(s)
+    kernel.backward(kernels.sizes(g, z0), alpha, s, r, c, ds, g_logdet.reshape(-1).contiguous(),
+                    g, g_z0, g_alpha, g_s)
     return g.view(g_z.shape), g_z0, g_alpha, g_s
 
 

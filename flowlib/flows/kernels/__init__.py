@@ -31,7 +31,7 @@ import warnings
 
 import torch
 
-__all__ = ["Kernel", "find", "rows", "load", "enabled", "cache_dir", "FLAGS", "NAMES"]
+__all__ = ["Kernel", "find", "rows", "sizes", "load", "enabled", "cache_dir", "FLAGS", "NAMES"]
 
 FLAGS = ["-O3", "-fopenmp-simd", "-fPIC", "-shared"]
 SOURCES = pathlib.Path(__file__).resolve().parent
@@ -42,8 +42,9 @@ _SUFFIXES = {torch.float32: "f32", torch.float64: "f64"}
 
 class Kernel:
     """The functions ``{name}_forward_{f32|f64}`` and ``{name}_backward_...`` of a built kernel for one
-    dtype. Every kernel function takes four sizes (C ``long``) and then pointers to the data of
-    contiguous tensors of that dtype, ``None`` for a NULL pointer."""
+    dtype. Every kernel function takes four sizes (C ``long``, :func:`sizes`) and then pointers to the
+    data of contiguous tensors of that dtype, ``None`` for a NULL pointer. Row ``n`` of ``z`` uses the
+    parameter row ``n % P``: ``P = 1`` for a static run, the batch for an amortized one."""
 
     _bound: dict[tuple[str, str], Kernel] = {}
 
@@ -70,13 +71,23 @@ def rows(x: torch.Tensor, dim: int) -> torch.Tensor:
     return x.detach().reshape(-1, dim).clone(memory_format=torch.contiguous_format)
 
 
-def find(name: str, *tensors: torch.Tensor) -> Kernel | None:
-    """The kernel ``name`` for computing on ``tensors``, or ``None`` where the flow must run its
-    PyTorch path: tensors not all on the CPU in one dtype of ``float32``/``float64``, inside a
-    ``torch.func`` transform or a dispatch mode that traces operations (e.g. the FLOP counter, which
-    would not see inside the kernel), or no kernel built (:func:`load`)."""
-    suffix = _SUFFIXES.get(tensors[0].dtype)
-    if (suffix is None or any(t.dtype != tensors[0].dtype or t.device.type != "cpu" for t in tensors)
+def sizes(z_rows: torch.Tensor, params: torch.Tensor) -> tuple[int, int, int, int]:
+    """``(N, K, D, P)`` for rows ``z_rows`` (``(N, D)``) and a run's parameters ``params``, ``(K, .)``
+    static or ``(P, K, .)`` amortized: the four sizes every kernel function takes first."""
+    return z_rows.shape[0], params.shape[-2], z_rows.shape[1], 1 if params.dim() == 2 else params.shape[0]
+
+
+def find(name: str, z: torch.Tensor, params: torch.Tensor) -> Kernel | None:
+    """The kernel ``name`` for a run on ``z`` (``(B, D)`` or ``(S, B, D)``) with parameters ``params``
+    (``(K, .)`` static, ``(B, K, .)`` amortized), or ``None`` where the flow must run its PyTorch
+    path: tensors not both on the CPU in one dtype of ``float32``/``float64``, an amortized ``params``
+    whose batch is not ``z``'s, inside a ``torch.func`` transform or a dispatch mode that traces
+    operations (e.g. the FLOP counter, which would not see inside the kernel), or no kernel built
+    (:func:`load`)."""
+    tensors = (z, params)
+    suffix = _SUFFIXES.get(z.dtype)
+    if (suffix is None or any(t.dtype != z.dtype or t.device.type != "cpu" for t in tensors)
+            or z.dim() < 2 or (params.dim() == 3 and (z.dim() > 3 or z.shape[-2] != params.shape[0]))
             or torch._C._functorch.maybe_current_level() is not None
             or torch._C._len_torch_dispatch_stack() > 0):
         return None
