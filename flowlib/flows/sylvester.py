@@ -35,36 +35,12 @@ import torch
 import torch.nn.functional as F
 
 from .base import Flow, ParameterSource, check_size
+from .bjorck import orthogonalize
 from .householder import reflect_many
 
 __all__ = ["Sylvester", "orthogonalize"]
 
 VARIANTS = ("orthogonal", "householder", "triangular")
-
-
-def orthogonalize(A: torch.Tensor, max_iter: int = 100) -> torch.Tensor:
-    """Orthonormal columns from ``A`` (..., D, M) by Bjorck iterations, run until
-    ``max |Q^T Q - I|`` stops decreasing below ``sqrt(eps)`` or reaches rounding level."""
-    eye = torch.eye(A.shape[-1], dtype=A.dtype, device=A.device).unsqueeze(0)
-    tol = 64 * A.shape[-1] * torch.finfo(A.dtype).eps
-    Q = A / torch.linalg.matrix_norm(A, keepdim=True).clamp_min(torch.finfo(A.dtype).tiny)
-    shape = Q.shape
-    Q = Q.reshape(-1, *shape[-2:])  # one batch axis, for baddbmm
-    err_prev = math.inf
-    for _ in range(max_iter):
-        # one step as two fused products, gap = I - Q^T Q and Q + Q gap / 2 (no separate
-        # subtraction, scaling and addition), and max |gap| from one min/max pass
-        gap = torch.baddbmm(eye, Q.transpose(-1, -2), Q, alpha=-1.0)
-        low, high = torch.aminmax(gap)
-        err = max(-low.item(), high.item())
-        if err < tol or (err < math.sqrt(tol) and err > 0.5 * err_prev):
-            return Q.view(shape)
-        Q = torch.baddbmm(Q, Q, gap, alpha=0.5)
-        err_prev = err
-    raise RuntimeError(
-        f"orthogonalize: no convergence after {max_iter} iterations (max |Q^T Q - I| = {err:.2e}); "
-        "the raw matrix is (near) rank deficient, so Sylvester's determinant formula would be wrong"
-    )
 
 
 def _log1p_tanh_product(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
