@@ -58,13 +58,20 @@ class Householder(Flow):
         """``layers`` (reflections, all static or all amortized) applied in order, each as
         ``z - (v^T z) (2 v / ||v||^2)``; ``(z, None)``: the log-determinant is 0. On the CPU the run
         is one call of the compiled kernel (``kernels/householder.c``) each way where it can be built."""
-        v = ParameterSource.stack([f.params for f in layers], context)  # (K, D) or (B, K, D)
-        if torch.is_grad_enabled() and torch._C._functorch.maybe_current_level() is None:
-            return _ReflectChain.apply(z, v), None
-        kernel = _kernel(z, v)
-        if kernel is not None:
-            return _kernel_forward(kernel, z, v, keep=False)[0], None
-        return reflect_many(z, v, shared=context is None), None
+        return reflect_run(z, ParameterSource.stack([f.params for f in layers], context)), None
+
+
+def reflect_run(z: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """:func:`reflect_many` in the default order (``v`` of shape ``(K, D)`` shared, or ``(B, K, D)``
+    one set per row), run fast: where a gradient is needed, one autograd node with the backward of
+    :class:`_ReflectChain` (the compiled kernel inside it where one is built); without a gradient,
+    the kernel alone; inside ``torch.func`` transforms, the plain loop."""
+    if torch.is_grad_enabled() and torch._C._functorch.maybe_current_level() is None:
+        return _ReflectChain.apply(z, v)
+    kernel = _kernel(z, v)
+    if kernel is not None:
+        return _kernel_forward(kernel, z, v, keep=False)[0]
+    return reflect_many(z, v, shared=v.dim() == 2)
 
 
 def _kernel(z: torch.Tensor, v: torch.Tensor) -> kernels.Kernel | None:

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from .base import Flow, ParameterSource, check_size
 from .bjorck import orthogonalize
-from .householder import reflect_many
+from .householder import reflect_run
 
 __all__ = ["Sylvester", "orthogonalize"]
 
@@ -129,9 +129,8 @@ class Sylvester(Flow):
         reflection vectors ``vs`` ((n, D) static, (B, n, D) per context row)."""
         if self.variant == "triangular":
             return v.flip(-1) if self.permute else v
-        # Q v = H_1 (H_2 (... H_n v)),  Q^T v = H_n (... H_1 v)
-        order = range(self.n_reflections) if transpose else reversed(range(self.n_reflections))
-        return reflect_many(v, vs, order, shared=vs.dim() == 2)
+        # Q^T v = H_n (... H_1 v),  Q v = H_1 (H_2 (... H_n v)): the reflections in reverse order
+        return reflect_run(v, vs if transpose else vs.flip(-2))
 
     def _forward(self, z, context):
         R, Rt, b, x, y = self._R_Rt_b(context)
