@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from . import kernels
+from . import fused, kernels
 from .base import Flow, ParameterSource
 
 __all__ = ["Householder", "reflect", "reflect_many"]
@@ -104,10 +104,10 @@ class _ReflectChain(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, z, v):
-        ctx.kernel = _kernel(z, v)
+        ctx.kernel, inputs = _kernel(z, v), (z, v)
         if ctx.kernel is not None:
             z_out, saved = _kernel_forward(ctx.kernel, z, v)
-            ctx.save_for_backward(*saved)
+            fused.save(ctx, inputs, saved)
             return z_out
         shared, shape = v.dim() == 2, z.shape
         v_sq_raw = (v * v).sum(-1, keepdim=True)
@@ -125,20 +125,23 @@ class _ReflectChain(torch.autograd.Function):
                 v_z = (v[:, k] * z).sum(-1)
                 z = torch.addcmul(z, v_z.unsqueeze(-1), c[:, k], value=-1.0)
             vzs.append(v_z)
-        ctx.save_for_backward(v, c, v_sq, v_sq_raw, *zs, *vzs)
+        fused.save(ctx, inputs, (v, c, v_sq, v_sq_raw, *zs, *vzs))
         ctx.shape = shape
         return z.view(shape)
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, g_out):
+        inputs, values = fused.saved(ctx)
+        if torch.is_grad_enabled():  # a backward pass to differentiate again: the plain loop's
+            return fused.differentiable_backward(
+                ctx, lambda z, v: reflect_many(z, v, shared=v.dim() == 2), inputs, (g_out,))
         if ctx.kernel is not None:
-            v, c, vz, zs = ctx.saved_tensors
+            v, c, vz, zs = values
             g = kernels.rows(g_out, v.shape[-1])
             g_v, g_c = torch.zeros_like(v), torch.zeros_like(v)
             ctx.kernel.backward(kernels.sizes(g, v), v, c, vz, zs, g, g_v, g_c)
             return g.view(g_out.shape), g_v
-        v, c, v_sq, v_sq_raw, *rest = ctx.saved_tensors
+        v, c, v_sq, v_sq_raw, *rest = values
         K = v.shape[-2]
         zs, vzs = rest[:K], rest[K:]
         shared, shape = v.dim() == 2, ctx.shape

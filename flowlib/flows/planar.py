@@ -32,7 +32,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import kernels
+from . import fused, kernels
 from .base import Flow, ParameterSource
 
 __all__ = ["Planar", "solve_planar"]
@@ -236,23 +236,25 @@ class _PlanarChain(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, z, theta, dim):
-        ctx.kernel = _kernel(z, theta)
+        ctx.kernel, ctx.shape, ctx.dim, inputs = _kernel(z, theta), z.shape, dim, (z, theta)
         if ctx.kernel is not None:
             z_out, logdet, saved = _kernel_forward(ctx.kernel, z, theta, dim)
-            ctx.save_for_backward(*saved)
+            fused.save(ctx, inputs, saved)
             return z_out, logdet
         z_out, logdet, (zs, t, q, c_t, u_hat, w, wu) = _planar_run(z, theta, dim)
-        ctx.save_for_backward(theta, u_hat, w, wu, t, q, c_t, *zs)
-        ctx.shape, ctx.dim = z.shape, dim
+        fused.save(ctx, inputs, (theta, u_hat, w, wu, t, q, c_t, *zs))
         return z_out, logdet
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, g_z, g_logdet):
+        inputs, values = fused.saved(ctx)
+        if torch.is_grad_enabled():  # a backward pass to differentiate again: the plain run's
+            plain = lambda z, theta: _planar_run(z, theta, ctx.dim, keep=False)[:2]  # noqa: E731
+            return *fused.differentiable_backward(ctx, plain, inputs, (g_z, g_logdet)), None
         if ctx.kernel is not None:
-            g, g_theta = _kernel_backward(ctx.kernel, ctx.saved_tensors, g_z, g_logdet)
+            g, g_theta = _kernel_backward(ctx.kernel, values, g_z, g_logdet)
             return g, g_theta, None
-        theta, u_hat, w, wu, t, q, c_t, *zs = ctx.saved_tensors
+        theta, u_hat, w, wu, t, q, c_t, *zs = values
         shape, dim, K = ctx.shape, ctx.dim, len(zs)
         static = theta.dim() == 2
         sample_axis = not static and len(shape) == 3

@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import kernels
+from . import fused, kernels
 from .base import Flow, ParameterSource
 
 __all__ = ["Radial"]
@@ -156,21 +156,24 @@ class _RadialChain(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, z, z0, alpha, s):
-        ctx.kernel = _kernel(z, z0)
+        ctx.kernel, inputs = _kernel(z, z0), (z, z0, alpha, s)
         if ctx.kernel is not None:
             z_out, logdet, saved = _kernel_forward(ctx.kernel, z, z0, alpha, s)
-            ctx.save_for_backward(*saved)
+            fused.save(ctx, inputs, saved)
             return z_out, logdet
         z_out, logdet, (diffs, r, scale) = _radial_run(z, z0, alpha, s)
-        ctx.save_for_backward(z0, alpha, s, r, scale, *diffs)
+        fused.save(ctx, inputs, (z0, alpha, s, r, scale, *diffs))
         return z_out, logdet
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, g_z, g_logdet):
+        inputs, values = fused.saved(ctx)
+        if torch.is_grad_enabled():  # a backward pass to differentiate again: the plain run's
+            plain = lambda *args: _radial_run(*args, keep=False)[:2]  # noqa: E731
+            return fused.differentiable_backward(ctx, plain, inputs, (g_z, g_logdet))
         if ctx.kernel is not None:
-            return _kernel_backward(ctx.kernel, ctx.saved_tensors, g_z, g_logdet)
-        z0, alpha, s, r, scale, *diffs = ctx.saved_tensors
+            return _kernel_backward(ctx.kernel, values, g_z, g_logdet)
+        z0, alpha, s, r, scale, *diffs = values
         static, dim = z0.dim() == 2, z0.shape[-1]
         # every layer's scalar factors at once, (..., B, K)
         gl = g_logdet.unsqueeze(-1)
