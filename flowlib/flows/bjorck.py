@@ -16,7 +16,7 @@ three batched products an iteration, the scalings folded into them (``baddbmm``)
 through the same loop takes four products and a dozen elementwise operations an iteration
 (gradients scaled by ``alpha``, accumulated for ``Q_k``'s three uses); the forward values are
 the same operations either way, so both give the same ``Q``, and gradients equal up to rounding
-(``tests/test_constraints.py``).
+(``tests/test_bjorck.py``).
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from __future__ import annotations
 import math
 
 import torch
+
+from . import fused
 
 __all__ = ["orthogonalize"]
 
@@ -55,26 +57,23 @@ def _iterate(Q: torch.Tensor, max_iter: int, keep: list | None = None) -> torch.
 class _Bjorck(torch.autograd.Function):
     """``Q_0 -> Q_n``, the converged iterate, with the backward pass of the module docstring.
     Where the backward pass must itself be differentiable (``create_graph=True``, for second
-    derivatives), it is autograd's through the loop rerun from ``Q_0``."""
+    derivatives), it is autograd's through the loop rerun from ``Q_0`` (:mod:`.fused`)."""
 
     @staticmethod
     def forward(ctx, Q0: torch.Tensor, max_iter: int) -> torch.Tensor:
         steps: list = []
         Q = _iterate(Q0, max_iter, steps)
-        ctx.n, ctx.max_iter = len(steps), max_iter
-        ctx.save_for_backward(Q0, *(t for step in steps for t in step))
+        ctx.max_iter = max_iter
+        fused.save(ctx, (Q0,), tuple(t for step in steps for t in step))
         return Q
 
     @staticmethod
     def backward(ctx, P: torch.Tensor):
-        Q0, *saved = ctx.saved_tensors
-        if torch.is_grad_enabled():  # a differentiable backward pass: through the loop itself
-            with torch.enable_grad():
-                Q0 = Q0 if Q0.requires_grad else Q0.detach().requires_grad_()
-                (grad,) = torch.autograd.grad(_iterate(Q0, ctx.max_iter), Q0, P, create_graph=True)
-            return grad, None
-        for k in reversed(range(ctx.n)):
-            Q, gap = saved[2 * k], saved[2 * k + 1]
+        inputs, saved = fused.saved(ctx)
+        if torch.is_grad_enabled():  # a backward pass to differentiate again: the plain loop's
+            plain = lambda Q0: _iterate(Q0, ctx.max_iter)  # noqa: E731
+            return *fused.differentiable_backward(ctx, plain, inputs, (P,)), None
+        for Q, gap in reversed(list(zip(saved[::2], saved[1::2]))):
             C = torch.bmm(Q.transpose(-1, -2), P)
             P = torch.baddbmm(P, P, gap.transpose(-1, -2), alpha=0.5)
             P = torch.baddbmm(P, Q, C + C.transpose(-1, -2), alpha=-0.5)
