@@ -31,6 +31,13 @@ from frozen_cases import DATA_FOUND, curve_cases, curves_of, state_dict_shapes  
 
 needs_data = pytest.mark.skipif(not DATA_FOUND, reason="binarized MNIST not found: set FLOWLIB_DATA")
 GROWTH, QUIET, TIGHT = 100.0, {"float64": 1e-12, "float32": 1e-5}, {"float64": 1e-9, "float32": 1e-4}
+# The likelihood and ELBO after the 50 updates in float32 also depend on the CPU the references were
+# frozen on: on an AMD EPYC with AVX2 (2026-12-01), the same code as the references (99a9e3f) gave
+# NICE's float32 curve equal to them for 20 updates and 1.8e-6 apart at the 50th, and its likelihood
+# and ELBO 1.4e-4 and 1.6e-4 apart (0.02-0.03 nats; the old code's ulp change moved them 1e-7), where
+# every other row that training does not make chaotic stayed within 2.2e-7 and float64 within 1e-15.
+# So the float32 values at the trained parameters get a machine's allowance, about three times that.
+TRAINED = {"float64": TIGHT["float64"], "float32": 5e-4}
 FAST_STEPS = 2
 
 
@@ -67,7 +74,7 @@ def check_curve(row: str, now: dict) -> None:
             for key in ("log_likelihood", "elbo"):
                 dev_key = _relative(frozen[dtype][key], values[key]).max()
                 noise_key = _relative(frozen[dtype][key], ulp[dtype][key]).max()
-                assert dev_key <= max(GROWTH * noise_key, TIGHT[dtype]), (row, dtype, key, dev_key.item())
+                assert dev_key <= max(GROWTH * noise_key, TRAINED[dtype]), (row, dtype, key, dev_key.item())
 
 
 # one row of each kind of flow (planar-20, -40 and -80 run planar-10's code, longer)
