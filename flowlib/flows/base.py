@@ -23,6 +23,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .stacking import rows_of
+
 __all__ = ["Flow", "ParameterSource", "check_inputs", "check_size"]
 
 
@@ -150,6 +152,9 @@ class ParameterSource(nn.Module):
     ``raw(context)`` gives ``(size,)`` (static) or ``(B, size)`` (amortized): what the flows
     compute with, broadcast against ``z`` of shape ``(B, D)`` or ``(S, B, D)``. Calling the
     source, ``source(batch_size, context)``, gives one row per sample, ``(B, size)``.
+
+    In a :class:`~.sequential.Sequential`, the static sources of a run of layers keep their
+    ``theta`` in one tensor of the sequence (:mod:`.stacking`): ``theta`` is then that tensor's row.
     """
 
     def __init__(self, size: int, context_dim: int | None = None, init_std: float = 0.01,
@@ -166,6 +171,13 @@ class ParameterSource(nn.Module):
                 self.linear.weight.normal_(0.0, init_std)
                 self.linear.bias.copy_(bias)
 
+    def __getattr__(self, name: str):
+        if name == "theta" and "_stack" in self.__dict__ and "theta" not in self._parameters:
+            # a row of the tensor of a run of layers (.stacking)
+            stack, k = self.__dict__["_stack"]
+            return stack.theta[k]
+        return super().__getattr__(name)
+
     def raw(self, context: torch.Tensor | None) -> torch.Tensor:
         """``theta``: ``(size,)`` for a static source, ``(B, size)`` from a context ``(B, C)``."""
         if self.linear is None:
@@ -178,7 +190,9 @@ class ParameterSource(nn.Module):
         on the second-to-last axis: ``(K, size)``, or ``(B, K, size)`` from a context ``(B, C)``, the
         ``K`` linear maps applied as one matrix product with their stacked weights."""
         if context is None:
-            return torch.stack([source.theta for source in sources])
+            stack = sources[0].__dict__.get("_stack")
+            rows = None if stack is None else rows_of(stack[0], sources)  # no copy: the run's own tensor
+            return torch.stack([source.theta for source in sources]) if rows is None else rows
         if len(sources) == 1:
             return sources[0].linear(context).unsqueeze(1)
         weight = torch.cat([source.linear.weight for source in sources])
