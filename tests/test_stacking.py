@@ -191,3 +191,60 @@ def test_an_optimizer_sees_one_tensor_for_a_run_of_eighty_layers():
     seq = build("planar", 40, length=80)
     assert len(list(seq.parameters())) == 1
     assert next(seq.parameters()).shape == (80, 81)
+
+
+def _vae(monkeypatch=None):
+    from flowlib.flows import stacking
+    from flowlib.model.encoders import Decoder, Encoder
+    from flowlib.model.posterior import FlowPosterior
+    from flowlib.model.vae import VAE
+
+    if monkeypatch is not None:  # the code before the stacking: every layer keeps its own parameter
+        monkeypatch.setattr(stacking, "adopt", lambda sources: None)
+    torch.manual_seed(7)
+    return VAE.from_parts(Encoder(12, 3, (8,), "mlp"), Decoder(12, 3, (8,), "mlp"),
+                          FlowPosterior(Sequential(*(Planar(3) for _ in range(4)), Radial(3))))
+
+
+def _train(model, steps, optimizer=None):
+    from flowlib.training.loop import make_optimizer
+
+    optimizer = optimizer or make_optimizer(model, {"optimizer": "adam", "lr": 1e-2})
+    x = (torch.rand(16, 12, generator=torch.Generator().manual_seed(3)) > 0.5).float()
+    for step in range(steps):
+        torch.manual_seed(100 + step)
+        loss = model.elbo(x).loss()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return optimizer
+
+
+def test_an_optimizer_state_saved_per_layer_is_stacked_for_the_model_now(monkeypatch):
+    from flowlib.flows import stacking
+    from flowlib.training.loop import make_optimizer
+
+    with monkeypatch.context() as patch:
+        old_model = _vae(patch)
+    new_model = _vae()
+    assert len(list(old_model.parameters())) == len(list(new_model.parameters())) + 3
+    old_state = _train(old_model, 3).state_dict()
+    new_opt = _train(new_model, 3)
+    stacked = stacking.stack_optimizer_state(old_state, new_model)
+    ours = new_opt.state_dict()
+    assert stacked["param_groups"][0]["params"] == ours["param_groups"][0]["params"]
+    for i, entry in ours["state"].items():
+        for key, value in entry.items():
+            assert torch.equal(stacked["state"][i][key], value), (i, key)
+    # a state that already matches, or of another model, is left to load_state_dict's own check
+    assert stacking.stack_optimizer_state(ours, new_model) is None
+    # resuming from it continues exactly as the uninterrupted run
+    resumed = make_optimizer(new_model, {"optimizer": "adam", "lr": 1e-2})
+    resumed.load_state_dict(stacked)
+    twin = copy.deepcopy(new_model)
+    twin_opt = make_optimizer(twin, {"optimizer": "adam", "lr": 1e-2})
+    twin_opt.load_state_dict(ours)
+    _train(new_model, 2, resumed)
+    _train(twin, 2, twin_opt)
+    for a, b in zip(new_model.parameters(), twin.parameters(), strict=True):
+        assert torch.equal(a, b)

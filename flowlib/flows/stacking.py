@@ -22,8 +22,10 @@ The saved format does not change either: ``state_dict()`` lists every layer's
 ``flows.<k>.params.theta`` (rows of the stack) and no stack, and ``load_state_dict`` takes that
 form and fills the stack (:func:`save_rows`, :func:`load_rows`). What does change is
 ``parameters()``: one ``(K, P)`` tensor instead of ``K`` vectors, so an optimizer's saved state
-from before is not that of a model built now; and a layer's own ``parameters()`` is empty (its row
-belongs to the sequence's stack: optimize the sequence, or read ``layer.params.theta``). A new
+from before lists ``K`` tensors where a model built now has one (:func:`stack_optimizer_state`
+converts it, as the training loop does when it resumes a run); and a layer's own ``parameters()``
+is empty (its row belongs to the sequence's stack: optimize the sequence, or read
+``layer.params.theta``). A new
 ``Sequential`` made of layers that another one stacked registers that stack too, so its
 ``parameters()`` still reach them.
 """
@@ -33,7 +35,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["ParameterStack", "adopt", "whole", "holders", "rows_of", "save_rows", "load_rows"]
+__all__ = ["ParameterStack", "adopt", "whole", "holders", "rows_of", "save_rows", "load_rows",
+           "per_layer_order", "stack_optimizer_state"]
 
 
 class ParameterStack(nn.Module):
@@ -113,3 +116,60 @@ def load_rows(state_dict: dict, prefix: str, members: dict[str, list[str]]) -> N
         keys = [prefix + key for key in layer_keys]
         if all(key in state_dict for key in keys):
             state_dict[prefix + stack_key] = torch.stack([state_dict.pop(key) for key in keys])
+
+
+def per_layer_order(module: nn.Module) -> list[tuple[torch.Tensor, int | None]]:
+    """``module``'s parameters in the order code from before the stacking listed them
+    (``parameters()``: modules depth first, each module's own first): ``(stack.theta, k)`` for the
+    ``k``-th row of a stack, standing where its layer's own ``theta`` stood, ``(p, None)`` for any
+    other parameter ``p``."""
+    out, seen_params, seen_modules = [], set(), set()
+
+    def visit(m):
+        if id(m) in seen_modules or isinstance(m, ParameterStack):
+            return
+        seen_modules.add(id(m))
+        for p in m._parameters.values():
+            if p is not None and id(p) not in seen_params:
+                seen_params.add(id(p))
+                out.append((p, None))
+        place = m.__dict__.get("_stack")
+        if place is not None and "theta" not in m._parameters:
+            out.append((place[0].theta, place[1]))
+        for child in m._modules.values():
+            if child is not None:
+                visit(child)
+
+    visit(module)
+    return out
+
+
+def stack_optimizer_state(state: dict, module: nn.Module) -> dict | None:
+    """An optimizer's ``state_dict()`` saved by code from before the stacking, for an optimizer
+    over ``module.parameters()`` now: each stack's per-row entries (moment estimates of shape
+    ``(P,)``) stacked into one ``(K, P)`` entry, every other entry moved to its parameter's new
+    index. ``None`` where ``state`` is not such a state (it already matches, it has several
+    parameter groups, or its rows disagree on their step count)."""
+    params = list(module.parameters())
+    groups = state.get("param_groups", [])
+    order = per_layer_order(module)
+    if len(groups) != 1 or len(groups[0]["params"]) != len(order) or len(order) == len(params):
+        return None
+    index = {id(p): i for i, p in enumerate(params)}
+    moved, rows = {}, {}
+    for old, (p, k) in zip(groups[0]["params"], order):
+        entry = state["state"].get(old)
+        if k is None:
+            if entry is not None:
+                moved[index[id(p)]] = entry
+        else:
+            rows.setdefault(index[id(p)], {})[k] = entry
+    for i, by_row in rows.items():
+        entries = [by_row.get(k) for k in range(params[i].shape[0])]
+        if all(e is None for e in entries):
+            continue
+        if any(e is None for e in entries) or len({float(e["step"]) for e in entries}) != 1:
+            return None
+        moved[i] = {key: (entries[0][key] if key == "step" else torch.stack([e[key] for e in entries]))
+                    for key in entries[0]}
+    return {"state": moved, "param_groups": [dict(groups[0], params=list(range(len(params))))]}
