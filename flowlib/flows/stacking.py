@@ -25,9 +25,8 @@ form and fills the stack (:func:`save_rows`, :func:`load_rows`). What does chang
 from before lists ``K`` tensors where a model built now has one (:func:`stack_optimizer_state`
 converts it, as the training loop does when it resumes a run); and a layer's own ``parameters()``
 is empty (its row belongs to the sequence's stack: optimize the sequence, or read
-``layer.params.theta``). A new
-``Sequential`` made of layers that another one stacked registers that stack too, so its
-``parameters()`` still reach them.
+``layer.params.theta``). A new ``Sequential`` made of layers that another one stacked registers
+that stack too, so its ``parameters()`` still reach them.
 """
 
 from __future__ import annotations
