@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from .base import Flow, ParameterSource, check_size
 from .bjorck import orthogonalize
 from .householder import reflect_run
+from .used_outputs import keep_outputs
 
 __all__ = ["Sylvester", "orthogonalize"]
 
@@ -77,23 +78,35 @@ class Sylvester(Flow):
         n_reflections = dim if n_reflections is None else n_reflections
         check_size("n_reflections", n_reflections)
         self.variant, self.M, self.n_reflections, self.permute = variant, M, n_reflections, bool(permute)
-        # [R (M*M), R~ (M*M), b (M)]; only the upper triangles of R, R~ are used
+        # [R (M*M), R~ (M*M), b (M)] drawn at full size, as before; the head then keeps only the
+        # outputs the layer reads (.used_outputs), in the order [strict upper triangle of R, that
+        # of R~ (row by row), x = raw diagonal of R, y = that of R~, b]: M^2 + 2M of 2M^2 + M
         self.params = ParameterSource(2 * M * M + M, context_dim, init_std)
         q_size = {"orthogonal": dim * M, "householder": n_reflections * dim, "triangular": 0}[variant]
         self.q_params = ParameterSource(q_size, context_dim, 1.0) if q_size else None
-        triu = torch.ones(M, M).triu(1)
-        self.register_buffer("strict_upper", triu)
+        i, j = torch.triu_indices(M, M, 1)
+        upper, diag = i * M + j, torch.arange(M) * (M + 1)  # positions in a flattened M x M matrix
+        square = M * M
+        keep_outputs(self.params, torch.cat([upper, square + upper, diag, square + diag,
+                                             2 * square + torch.arange(M)]))
+        # where the kept [R, R~] entries go in the flattened (2, M, M) pair: read by _R_Rt_b
+        self.register_buffer("_places", torch.cat([upper, square + upper, diag, square + diag]),
+                             persistent=False)
+        # kept in the state dict, which older checkpoints have: the mask of R's strict upper triangle
+        self.register_buffer("strict_upper", torch.ones(M, M).triu(1))
 
     def _R_Rt_b(self, context):
         """``R``, ``R~`` (``(M, M)`` static, ``(B, M, M)`` amortized) with ``tanh`` diagonals, ``b``
         and the raw diagonals ``(x, y)`` (``(M,)`` or ``(B, M)``)."""
         M = self.M
         theta = self.params.raw(context)
-        both = theta[..., : 2 * M * M].unflatten(-1, (2, M, M))  # [R_raw, R~_raw]
-        xy = both.diagonal(dim1=-2, dim2=-1)
-        R, Rt = (both * self.strict_upper + torch.diag_embed(torch.tanh(xy))).unbind(-3)
-        x, y = xy.unbind(-2)
-        return R, Rt, theta[..., 2 * M * M :], x, y
+        n_upper = M * (M - 1)  # both strict upper triangles
+        xy = theta[..., n_upper : n_upper + 2 * M]
+        entries = torch.cat([theta[..., :n_upper], torch.tanh(xy)], -1)
+        both = theta.new_zeros(*theta.shape[:-1], 2 * M * M).index_copy(-1, self._places, entries)
+        R, Rt = both.unflatten(-1, (2, M, M)).unbind(-3)
+        x, y = xy.unflatten(-1, (2, M)).unbind(-2)
+        return R, Rt, theta[..., n_upper + 2 * M :], x, y
 
     def R_Rt_b(self, batch_size: int, context=None):
         """Per-sample ``R``, ``R~`` (B, M, M) with ``tanh`` diagonals, ``b`` (B, M), and the raw

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from .. import data as datasets
 from ..flows.registry import build
 from ..flows.stacking import stack_optimizer_state
+from ..flows.used_outputs import narrow_optimizer_state
 from ..model.encoders import Decoder, Encoder, feature_size
 from ..model.posterior import FlowPosterior
 from ..model.vae import VAE
@@ -199,8 +200,11 @@ def train(config, progress: bool = True) -> dict:
     if config["resume"] and (out / "last.pt").exists():
         state = load_checkpoint(out / "last.pt", map_location=device)
         model.load_state_dict(state["model"])
-        # a run of static layers whose optimizer state code before flows/stacking.py saved per layer
-        optimizer.load_state_dict(stack_optimizer_state(state["optimizer"], model) or state["optimizer"])
+        # optimizer state saved by older code: a run of static layers' moments per layer
+        # (flows/stacking.py), a Sylvester head's moments for outputs it no longer computes
+        # (flows/used_outputs.py)
+        saved = stack_optimizer_state(state["optimizer"], model) or state["optimizer"]
+        optimizer.load_state_dict(narrow_optimizer_state(saved, model) or saved)
         _set_foreach(optimizer, config)  # a checkpoint carries the flag of the code that wrote it
         shuffle.set_state(state["shuffle_rng"].cpu())  # map_location moved it to the device
         torch.set_rng_state(state["torch_rng"].cpu())
