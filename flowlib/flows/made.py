@@ -9,8 +9,9 @@ output ``j`` depends only on the inputs that come before ``j`` in the order:
 the Jacobian d(output)/d(input) is strictly triangular under the order.
 
 The hidden layers' activation is ELU by default (Kingma et al. 2016 use ELU in their IAF's
-networks); ``activation="relu"`` gives the ReLU of Germain et al. (2015) and of the MADEs of
-nflows, normflows and pyro (``bench/peers.py`` times both against them).
+networks; computed from ``exp``, not PyTorch's slower ``expm1``: :mod:`.elu`);
+``activation="relu"`` gives the ReLU of Germain et al. (2015) and of the MADEs of nflows,
+normflows and pyro (``bench/peers.py`` times both against every one of them).
 
 Hidden degrees run over ``0..D-1``. Degree-0 units see no input at all, only
 the context ``h``; they are what carries ``h`` to the *first* variable in the
@@ -25,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import check_inputs, check_size
+from .elu import elu
 
 __all__ = ["MADE", "MaskedLinear"]
 
@@ -51,7 +53,7 @@ class MADE(nn.Module):
     ``"relu"``, applied after every hidden layer.
     """
 
-    ACTIVATIONS = {"elu": F.elu, "relu": F.relu}
+    ACTIVATIONS = {"elu": elu, "relu": F.relu}
 
     def __init__(
         self,
@@ -109,8 +111,8 @@ class MADE(nn.Module):
         x = self.hidden_layers[0](z)
         if self.context_layer is not None:
             x = x + self.context_layer(context)
-        # in place: the pre-activations are fresh tensors that nothing else needs, and ELU's
-        # backward then reads its output (exp(x) = elu(x) + 1 for x <= 0) instead of recomputing exp
+        # ReLU in place: the pre-activations are fresh tensors that nothing else needs (elu keeps
+        # exp(min(x, 0)), its derivative, and returns a new tensor)
         act = self.ACTIVATIONS[self.activation]
         x = act(x, inplace=True)
         for layer in self.hidden_layers[1:]:
