@@ -21,13 +21,15 @@ def peers_table(result: dict) -> str:
                               if lib != "fastest_peer"))
     baseline = [lib for lib in libs if lib.startswith("flowlib_")]
     head = "".join(f" {b} / peer |" for b in baseline)
-    # flowlib's IAF with the peers' activation (ReLU) where the file measured it: the like-for-like column
+    # files from before the ReLU stack timed flowlib's IAF with ReLU as a column of their own
     relu = any("flowlib-relu" in stack for stack in result["stacks"].values())
     lines = [f"| stack | fastest peer |{head} flowlib / peer |" + (" flowlib, ReLU / peer |" if relu else ""),
              "|---|---|" + "---|" * (len(baseline) + 1 + relu)]
     for name, stack in result["stacks"].items():
         peer = stack["fastest_peer"]
-        cells = "".join(f" {stack[b]['ratio_to_fastest_peer']:.2f} |" for b in baseline)
+        # a baseline from before IAF's choice of activation has no ReLU stack: an empty cell
+        cells = "".join(f" {stack[b]['ratio_to_fastest_peer']:.2f} |" if b in stack else " |"
+                        for b in baseline)
         line = (f"| {name} | {peer} ({stack[peer]['median_ms']:.2f} ms) |{cells}"
                 f" {stack['flowlib']['ratio_to_fastest_peer']:.2f} |")
         if relu:
