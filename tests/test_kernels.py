@@ -120,3 +120,29 @@ def test_planar_without_a_gradient_uses_the_kernel_only_for_few_rows(fresh, monk
         assert len(used) == 1
     flow(torch.zeros(2, rows, 3))  # with a gradient: the kernel whatever the size
     assert len(used) == 2
+
+
+@needs_cc
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_planar_rows_in_blocks_give_each_row_what_it_gets_alone(dtype):
+    """The kernel takes rows several at a time (planar.c's BLOCK, 8) for speed; each row's output,
+    log-determinant and input gradient are those of the row run alone, to the bit (19 rows: two full
+    blocks and a partial one; static layers, whose parameters are the same numbers for every row)."""
+    torch.manual_seed(0)
+    flow = Sequential(*[Planar(6) for _ in range(9)]).to(dtype)
+    with torch.no_grad():
+        for p in flow.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    z = torch.randn(19, 6, dtype=dtype)
+
+    def run(rows):
+        x = z[rows].clone().requires_grad_()
+        out, logdet = flow(x)
+        (out.square().sum() - logdet.sum()).backward()
+        return out.detach(), logdet.detach(), x.grad
+
+    assert planar_module._kernel(z, torch.zeros(9, 13, dtype=dtype)) is not None
+    together = run(slice(None))
+    alone = [run(slice(n, n + 1)) for n in range(19)]
+    for k in range(3):
+        assert torch.equal(together[k], torch.cat([a[k] for a in alone]))
