@@ -120,3 +120,35 @@ def test_forget_bias_starts_iaf_near_the_identity():
         out, _ = flow(z)
         gaps[bias] = (out - z).abs().mean().item()
     assert gaps[3.0] < gaps[1.0] < gaps[0.0]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_sigmoid_and_log_match_pytorch_and_the_exact_derivatives(dtype):
+    from flowlib.flows.iaf import sigmoid_and_log
+
+    g = torch.Generator().manual_seed(0)
+    edges = torch.tensor([0.0, -87.0, -88.0, -104.0, -746.0, 40.0, 1e4, -1e4], dtype=dtype)
+    scales = (1e-3, 1.0, 10.0, 100.0)
+    s = torch.cat([torch.randn(20_000, generator=g, dtype=dtype) * scale for scale in scales] + [edges])
+    s.requires_grad_()
+    sigma, log_sigma = sigmoid_and_log(s)
+    eps = torch.finfo(dtype).eps
+    assert torch.equal(sigma, torch.sigmoid(s))
+    # within two units in the last place of 1 (relative, beyond 1) of PyTorch's logsigmoid; finite
+    reference = torch.nn.functional.logsigmoid(s.detach())
+    assert torch.isfinite(log_sigma).all()
+    assert ((log_sigma.detach() - reference).abs() <= 2 * eps * reference.abs().clamp_min(1.0)).all()
+    # the derivatives, against the exact ones in float64: sigma (1 - sigma) and 1 - sigma
+    w1, w2 = torch.rand(s.shape, generator=g, dtype=dtype), torch.rand(s.shape, generator=g, dtype=dtype)
+    (grad,) = torch.autograd.grad((w1 * sigma + w2 * log_sigma).sum(), s)
+    s64 = s.detach().double()
+    exact = w1.double() * torch.sigmoid(s64) * torch.sigmoid(-s64) + w2.double() * torch.sigmoid(-s64)
+    assert ((grad.double() - exact).abs() <= 2 * eps * exact.abs().clamp_min(1.0)).all()
+
+
+def test_sigmoid_and_log_first_and_second_derivatives_by_finite_differences():
+    from flowlib.flows.iaf import sigmoid_and_log
+
+    s = torch.randn(7, dtype=torch.float64, generator=torch.Generator().manual_seed(1)).requires_grad_()
+    assert torch.autograd.gradcheck(sigmoid_and_log, (s,))
+    assert torch.autograd.gradgradcheck(sigmoid_and_log, (s,))

@@ -12,6 +12,11 @@ early training stable.
 
 The forward direction is one pass of MADE (parallel); the inverse is
 sequential: ``D`` passes, the ``t``-th one fixing the variable of degree ``t``.
+
+``sigma`` and ``log sigma`` come from one node (:func:`sigmoid_and_log`): ``log sigma`` is the log of
+the ``sigma`` the step already computed, where PyTorch's ``logsigmoid`` calls ``log1p``, on some
+CPUs several times slower (one thread, 128 x 40, forward and backward, AVX-512 build: 108 us
+against 47 us for ``log(sigmoid(s))`` alone).
 """
 
 from __future__ import annotations
@@ -22,7 +27,34 @@ import torch.nn.functional as F
 from .base import Flow
 from .made import MADE
 
-__all__ = ["IAF"]
+__all__ = ["IAF", "sigmoid_and_log"]
+
+
+class _SigmoidAndLog(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, s):
+        sigma = torch.sigmoid(s)
+        # log sigma(s) = s - log(1 + e^s) = s to rounding where sigma is below the smallest normal number
+        log_sigma = torch.where(sigma >= torch.finfo(s.dtype).tiny, torch.log(sigma), s)
+        ctx.save_for_backward(s, sigma)
+        return sigma, log_sigma
+
+    @staticmethod
+    def backward(ctx, g_sigma, g_log):
+        s, sigma = ctx.saved_tensors
+        if torch.is_grad_enabled():  # the backward itself is differentiated: sigma as a function of s
+            sigma = torch.sigmoid(s)
+        # d sigma / ds = sigma (1 - sigma),  d log sigma / ds = 1 - sigma
+        g_sigma = torch.zeros_like(s) if g_sigma is None else g_sigma
+        g_log = torch.zeros_like(s) if g_log is None else g_log
+        return (1 - sigma) * (g_sigma * sigma + g_log)
+
+
+def sigmoid_and_log(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(sigmoid(s), log sigmoid(s))`` in one autograd node (module doc): ``log sigma`` within two
+    units in the last place of 1 (relative beyond 1) of ``F.logsigmoid``
+    (``tests/test_autoregressive.py``)."""
+    return _SigmoidAndLog.apply(s)
 
 
 class IAF(Flow):
@@ -48,8 +80,8 @@ class IAF(Flow):
 
     def _forward(self, z, context):
         m, s = self._m_s(z, context)
-        sigma = torch.sigmoid(s)
-        return torch.lerp(m, z, sigma), F.logsigmoid(s).sum(-1)  # sigma z + (1 - sigma) m
+        sigma, log_sigma = sigmoid_and_log(s)
+        return torch.lerp(m, z, sigma), log_sigma.sum(-1)  # sigma z + (1 - sigma) m
 
     def _inverse(self, y, context):
         # After pass t the variables of degree <= t are exact. The last pass reads only
