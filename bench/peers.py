@@ -61,6 +61,8 @@ CHECK_STD = {"planar x 10": 0.3, "radial x 10": 0.3, "Householder x 40": 0.3, "I
              "IAF x 4, ReLU": 0.03}
 # the MADE's hidden activation in the two IAF stacks, every library alike
 ACTIVATION = {"IAF x 4": "elu", "IAF x 4, ReLU": "relu"}
+# the activation as a module class (pyro, zuko) for each name; normflows and nflows take F.<name>
+MODULES = {"elu": torch.nn.ELU, "relu": torch.nn.ReLU}
 PEERS = ("normflows", "pyro", "nflows", "zuko")
 
 
@@ -145,7 +147,7 @@ def pyro_stacks():
     natural, reversed_ = torch.arange(DIM), torch.arange(DIM - 1, -1, -1)
 
     def iaf(activation):
-        nonlinearity = {"elu": torch.nn.ELU, "relu": torch.nn.ReLU}[activation]()
+        nonlinearity = MODULES[activation]()
         return pyro_chain([T.AffineAutoregressive(AutoRegressiveNN(
             DIM, [320, 320], permutation=natural if k % 2 == 0 else reversed_, nonlinearity=nonlinearity),
             stable=True) for k in range(4)])
@@ -180,7 +182,7 @@ def zuko_stacks():
     import zuko
 
     def iaf(activation):
-        activation = {"elu": torch.nn.ELU, "relu": torch.nn.ReLU}[activation]
+        activation = MODULES[activation]
         # orders alternate between transforms: reversed
         maf = zuko.flows.MAF(DIM, transforms=4, hidden_features=(320, 320), activation=activation)
 

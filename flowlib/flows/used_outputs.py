@@ -56,8 +56,9 @@ def _free_tensors(source):
 
 
 def _keys(source, prefix):
-    return [prefix + ("theta" if source.linear is None else f"linear.{name}")
-            for name in (("theta",) if source.linear is None else ("weight", "bias"))]
+    """The state-dict keys of :func:`_free_tensors`, under ``prefix``."""
+    return [prefix + (name if module is source else f"linear.{name}")
+            for module, name in _free_tensors(source)]
 
 
 def _save_full(source, state_dict, prefix, local_metadata):
