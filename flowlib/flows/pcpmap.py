@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import Flow, ParameterSource, check_inputs, check_size
+from .spd import cholesky_logdet, weighted_gram
 
 __all__ = ["PCPMap"]
 
@@ -131,37 +132,31 @@ class PCPMap(Flow):
         out = out + (s1 * grad + s2 * z,)
         if order == 1:
             return out
-        # forward mode: J_k = dpre_k/dz, kept transposed (B, dim, H) so that W^(z)+_k J_{k-1} is
-        # one folded matmul; Hess G = s1 sum_k J_k^T diag(D_k) J_k + s2 I, with s1 folded into the
-        # (B, H) vectors D_k and the sum and s2 I added in place: the (B, dim, H) and (B, dim, dim)
-        # temporaries are the cost of this step. Only the lower triangle is exact to rounding
-        # (what Cholesky and eigvalsh read); :meth:`hessian` symmetrizes.
-        Jt = gam[0][..., :, None] * self.A[0].T
-        hess = self._first_layer_hessian(Jt, s1 * D[0])
+        # forward mode: J_k = dpre_k/dz, kept transposed (Jt_k = J_k^T, shape (*, dim, H)), and
+        # Hess G = s1 sum_k J_k^T diag(D_k) J_k + s2 I, with s1 folded into the vectors D_k.
+        # * k = 0: J_0 = A_0 diag(gamma_0), so the term is diag(gamma_0) M diag(gamma_0) with
+        #   M = A_0^T diag(D_0) A_0 = sum_h D_0[h] A_0[h]^T A_0[h]: one matrix product of D_0 with the H
+        #   outer products of A_0's rows (parameters only), for all rows at once.
+        # * k = 1: J_1 = W^(z)+_1 diag(v) J_0 + A_1 diag(gamma_1), v = rho_1 sigma'(pre_0), so
+        #   Jt_1 = diag(gamma_0) (sum_h v[h] A_0[h]^T W^(z)+_1[:, h]^T) + diag(gamma_1) A_1^T: again one
+        #   product of v with H parameter matrices (Q).
+        # So J_0 is never formed row by row; the (*, dim, H) temporaries from J_1 on and their
+        # weighted Gram products (:func:`weighted_gram`) are the cost of this step. Only the lower
+        # triangle is exact to rounding (what Cholesky and eigvalsh read); :meth:`hessian` symmetrizes.
+        dim, A0, g0 = self.dim, self.A[0], gam[0]
+        P0 = (A0[:, :, None] * A0[:, None, :]).flatten(1)  # (H, dim * dim): A_0[h]^T A_0[h]
+        hess = (g0[..., :, None] * g0[..., None, :]) * ((s1 * D[0]) @ P0).unflatten(-1, (dim, dim))
         for k in range(1, L):
-            Jt = ((Jt * (rho[k - 1] * torch.sigmoid(pre[k - 1]))[..., None, :]) @ Wp[k - 1].T).add_(
-                gam[k][..., :, None] * self.A[k].T)
-            hess = hess.add_((Jt * (s1 * D[k])[..., None, :]) @ Jt.transpose(-1, -2))
+            v = rho[k - 1] * torch.sigmoid(pre[k - 1])
+            if k == 1:
+                Q = (A0[:, :, None] * Wp[0].T[:, None, :]).flatten(1)  # (H, dim * H): A_0[h]^T W+[:, h]^T
+                Jt = torch.addcmul(gam[1][..., :, None] * self.A[1].T, g0[..., :, None],
+                                   (v @ Q).unflatten(-1, (dim, self.hidden)))
+            else:
+                Jt = ((Jt * v[..., None, :]) @ Wp[k - 1].T).add_(gam[k][..., :, None] * self.A[k].T)
+            hess = hess.add_(weighted_gram(Jt, s1 * D[k]))
         hess.diagonal(dim1=-2, dim2=-1).add_(s2)
         return out + (hess,)
-
-    @staticmethod
-    def _first_layer_hessian(Jt: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-        """``J_0^T diag(d) J_0`` for every row of ``d`` (``(*Z, H)``), with ``Jt = J_0^T`` of shape
-        ``(*C, dim, H)``. ``J_0 = diag(gamma_0) A_0`` depends on the context only: where rows share it
-        (a static map, or the samples of one image on a sample axis), the Hessians of all the rows
-        are one matrix product of ``d`` with the ``H`` outer products ``J_0[h]^T J_0[h]`` of their
-        context, instead of one small product per row and a pass over ``(*Z, dim, H)``."""
-        dim = Jt.shape[-2]
-        shared = d.dim() - 1 - (Jt.dim() - 2)  # batch axes of the rows that their context lacks
-        if shared <= 0 or Jt.dim() > 3:
-            return (Jt * d[..., None, :]) @ Jt.transpose(-1, -2)
-        P = Jt.transpose(-1, -2)
-        P = (P[..., :, :, None] * P[..., :, None, :]).flatten(-2)  # (*C, H, dim * dim)
-        if Jt.dim() == 2:  # static: one product for all rows
-            return (d @ P).unflatten(-1, (dim, dim))
-        # amortized, d of shape (S, B, H), P of shape (B, H, dim * dim): one product per image
-        return (d.transpose(0, 1) @ P).transpose(0, 1).unflatten(-1, (dim, dim))
 
     def potential(self, z: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         """``G(z; c)``, shape ``(B,)``."""
@@ -184,11 +179,11 @@ class PCPMap(Flow):
         ``>= s2 I`` is ``>= s2``; where rounding breaks that (float32, extreme weights), fall back
         to the eigenvalues clamped at ``s2``."""
         s2 = F.softplus(self.w2)
-        chol, info = torch.linalg.cholesky_ex(hess)
+        logdet, chol, info = cholesky_logdet(hess)
         piv = chol.diagonal(dim1=-2, dim2=-1)
         bad = (info != 0) | (piv.square() < 0.5 * s2).any(-1)
         if not bad.any():
-            return 2.0 * piv.log().sum(-1)
+            return logdet
         eye = torch.eye(self.dim, dtype=hess.dtype, device=hess.device)
         ld_chol = 2.0 * torch.linalg.cholesky(torch.where(bad[..., None, None], eye, hess))
         ld_chol = ld_chol.diagonal(dim1=-2, dim2=-1).log().sum(-1)
@@ -199,7 +194,7 @@ class PCPMap(Flow):
     # Jacobian temporaries: whole chunks of importance samples would make them hundreds of MB, and
     # the time goes into allocating and streaming them. An amortized map is sliced by images (all
     # the samples of a few context rows), so that what depends on the context alone (the context
-    # path, the first layer's outer products) is computed once per image, not once per slice;
+    # path and the gates) is computed once per image, not once per slice;
     # by samples only where one image's samples exceed a slice. 2**20 entries (4 MB in float32): the
     # MNIST table's PCP-Map row (hidden 64) computed log p(x) of 100 test images with 500 samples
     # each in 2.67 s against 3.33 s with 2**22 and 3.02 s with 2**18 (one thread, median of 3).
