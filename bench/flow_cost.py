@@ -4,7 +4,10 @@ process.
 
 Training: every row's VAE (built from the experiment's protocol and row files) is timed on the
 same ``--batches`` updates of binarized MNIST, interleaved over ``--repeats`` rounds (median), so
-that a change in machine load hits every row alike; the epoch time is extrapolated
+that a change in machine load hits every row alike; each row keeps one optimizer throughout, as
+training does, and each timed block starts with one untimed update (before, the first row of a
+round, the no-flow VAE that every ratio divides by, was timed on memory just freed by the largest
+row and came out up to 8% slower than the same code later in the round); the epoch time is extrapolated
 (``seconds / batches * updates per epoch``). ``ratio`` is a row's time over the no-flow row's;
 ``flop_ratio`` the same for the FLOPs of one update (forward and backward, counted by
 ``torch.utils.flop_counter``, which counts matrix products and convolutions, not elementwise
@@ -73,10 +76,27 @@ def synchronized(clock, device: torch.device):
     return read
 
 
+def new_optimizer(model, make_optimizer=None):
+    """The package's own optimizer (the training loop's ``make_optimizer``) where it has one."""
+    return (torch.optim.Adam(model.parameters(), lr=1e-3) if make_optimizer is None
+            else make_optimizer(model, {"optimizer": "adam", "lr": 1e-3}))
+
+
 def time_updates(model, x, batch_size, batches, clock, make_optimizer=None):
-    # the package's own optimizer (the training loop's ``make_optimizer``) where it has one
-    opt = (torch.optim.Adam(model.parameters(), lr=1e-3) if make_optimizer is None
-           else make_optimizer(model, {"optimizer": "adam", "lr": 1e-3}))
+    """Seconds of ``batches`` updates with a new optimizer (its first step allocates its state)."""
+    opt = new_optimizer(model, make_optimizer)
+    t0 = clock()
+    for b in range(batches):
+        update(model, opt, x[b * batch_size : (b + 1) * batch_size])
+    return clock() - t0
+
+
+def time_block(model, opt, x, batch_size, batches, clock):
+    """Seconds of ``batches`` updates with the row's own optimizer, kept from block to block as the
+    training loop keeps it, after one untimed update: the rows are timed one after another, and
+    what the row before left behind (its memory, freed for this one to reuse; the caches) is not
+    counted against this one."""
+    update(model, opt, x[:batch_size])
     t0 = clock()
     for b in range(batches):
         update(model, opt, x[b * batch_size : (b + 1) * batch_size])
@@ -168,14 +188,14 @@ def main():
             key = name if package == "flowlib" else f"{name}@{package}"
             torch.manual_seed(0)
             models[key] = build_model(row_config(protocol, row, 0, pathlib.Path("unused"))).to(device)
-            optimizers[key] = make_optimizer
+            optimizers[key] = new_optimizer(models[key], make_optimizer)
     flops = {name: update_flops(model, x[:batch_size]) for name, model in models.items()}
     for name, model in models.items():  # warm-up
-        time_updates(model, x, batch_size, 2, clock, optimizers[name])
+        time_block(model, optimizers[name], x, batch_size, 2, clock)
     times = {name: [] for name in models}
     for _ in tqdm(range(args.repeats), desc="training rounds"):
         for name, model in models.items():
-            times[name].append(time_updates(model, x, batch_size, args.batches, clock, optimizers[name]))
+            times[name].append(time_block(model, optimizers[name], x, batch_size, args.batches, clock))
     base = statistics.median(times["none"])
     result_rows = {
         name: {"label": rows[name.split("@")[0]]["label"],
