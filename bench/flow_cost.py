@@ -84,11 +84,7 @@ def new_optimizer(model, make_optimizer=None):
 
 def time_updates(model, x, batch_size, batches, clock, make_optimizer=None):
     """Seconds of ``batches`` updates with a new optimizer (its first step allocates its state)."""
-    opt = new_optimizer(model, make_optimizer)
-    t0 = clock()
-    for b in range(batches):
-        update(model, opt, x[b * batch_size : (b + 1) * batch_size])
-    return clock() - t0
+    return timed_updates(model, new_optimizer(model, make_optimizer), x, batch_size, batches, clock)
 
 
 def time_block(model, opt, x, batch_size, batches, clock):
@@ -97,6 +93,11 @@ def time_block(model, opt, x, batch_size, batches, clock):
     what the row before left behind (its memory, freed for this one to reuse; the caches) is not
     counted against this one."""
     update(model, opt, x[:batch_size])
+    return timed_updates(model, opt, x, batch_size, batches, clock)
+
+
+def timed_updates(model, opt, x, batch_size, batches, clock):
+    """Seconds of ``batches`` updates with ``opt``, on the first ``batches`` batches of ``x``."""
     t0 = clock()
     for b in range(batches):
         update(model, opt, x[b * batch_size : (b + 1) * batch_size])
