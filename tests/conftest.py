@@ -12,3 +12,15 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def no_kernel_loaded(monkeypatch, cache):
+    """Kernels cached in ``cache`` (``FLOWLIB_KERNEL_CACHE``), on (``FLOWLIB_KERNELS`` unset), and none
+    loaded or bound yet in this process: what a new process sees (tests/test_kernels.py, test_spd.py)."""
+    from flowlib.flows import kernels
+
+    monkeypatch.setenv("FLOWLIB_KERNEL_CACHE", str(cache))
+    monkeypatch.delenv("FLOWLIB_KERNELS", raising=False)
+    monkeypatch.setattr(kernels, "_loaded", {})
+    monkeypatch.setattr(kernels.Kernel, "_bound", {})
+    return cache

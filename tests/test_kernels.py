@@ -9,6 +9,7 @@ import shutil
 
 import pytest
 import torch
+from conftest import no_kernel_loaded
 from torch.utils.flop_counter import FlopCounterMode
 
 from flowlib.flows import Planar, Sequential, kernels
@@ -20,11 +21,7 @@ from flowlib.flows import radial as radial_module
 @pytest.fixture
 def fresh(monkeypatch, tmp_path):
     """An empty kernel cache in ``tmp_path`` and no kernel loaded or bound yet in this process."""
-    monkeypatch.setenv("FLOWLIB_KERNEL_CACHE", str(tmp_path))
-    monkeypatch.delenv("FLOWLIB_KERNELS", raising=False)
-    monkeypatch.setattr(kernels, "_loaded", {})
-    monkeypatch.setattr(kernels.Kernel, "_bound", {})
-    return tmp_path
+    return no_kernel_loaded(monkeypatch, tmp_path)
 
 
 def _find(dtype=torch.float32, device="cpu"):

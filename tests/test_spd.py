@@ -1,12 +1,18 @@
 """``flowlib.flows.spd``: the weighted Gram product and the Cholesky log-determinant as autograd
-nodes with hand-written backward passes, against the plain PyTorch operations they replace."""
+nodes with hand-written backward passes, against the plain PyTorch operations they replace, and the
+compiled kernel (``kernels/spd.c``) that factors and inverts on the CPU, against LAPACK's."""
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
+from conftest import no_kernel_loaded
 
-from flowlib.flows.spd import cholesky_logdet, weighted_gram
+from flowlib.flows import kernels
+from flowlib.flows import spd as spd_module
+from flowlib.flows.spd import KERNEL_MAX_SIZE, cholesky_logdet, weighted_gram
 
 BATCHES = [(), (5,), (3, 4)]
 
@@ -68,7 +74,9 @@ def test_cholesky_logdet_matches_slogdet_and_cholesky_ex(batch):
     logdet, L, info = cholesky_logdet(A)
     torch.testing.assert_close(logdet, torch.linalg.slogdet(A)[1], rtol=1e-12, atol=1e-12)
     L_ref, info_ref = torch.linalg.cholesky_ex(A)
-    assert torch.equal(L, L_ref) and torch.equal(info, info_ref)
+    # equal to rounding: on the CPU the compiled kernel factors, not LAPACK (tests below)
+    torch.testing.assert_close(L, L_ref, rtol=1e-13, atol=1e-13)
+    assert torch.equal(info, info_ref) and info.dtype == info_ref.dtype
 
 
 @pytest.mark.parametrize("batch", BATCHES)
@@ -115,3 +123,110 @@ def test_plain_operations_inside_torch_func():
     A = _spd(())
     torch.testing.assert_close(torch.func.grad(lambda A: cholesky_logdet(A)[0])(A), torch.linalg.inv(A),
                                rtol=1e-12, atol=1e-12)
+
+
+# ---------------------------------------------------------------- the compiled kernel
+
+needs_cc = pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler on this machine")
+TOL = {torch.float32: dict(rtol=2e-5, atol=2e-5), torch.float64: dict(rtol=1e-12, atol=1e-12)}
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """A kernel cache of this module's own, empty at first: the kernel is built once, into it."""
+    return tmp_path_factory.mktemp("kernels")
+
+
+@pytest.fixture
+def fresh(monkeypatch, cache):
+    """That cache, and no kernel loaded or bound yet in this process."""
+    return no_kernel_loaded(monkeypatch, cache)
+
+
+def _conditioned(N, n, dtype, seed=0):
+    """SPD matrices with eigenvalues in [0.5, 2.5]: float32 rounding stays near its epsilon."""
+    g = torch.Generator().manual_seed(seed)
+    Q = torch.linalg.qr(torch.randn(N, n, n, generator=g, dtype=torch.float64))[0]
+    ev = 0.5 + 2 * torch.rand(N, n, generator=g, dtype=torch.float64)
+    return ((Q * ev[:, None, :]) @ Q.transpose(-1, -2)).to(dtype)
+
+
+@needs_cc
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("N, n", [(1, 1), (7, 3), (8, 8), (9, 40), (130, 40), (3, KERNEL_MAX_SIZE)])
+def test_the_kernel_factors_and_inverts_as_lapack_does(fresh, dtype, N, n):
+    """Batches of every size against a group of eight (a last group padded), both dtypes: the
+    factor, log det A, info, and g A^{-1}, to rounding."""
+    A = _conditioned(N, n, dtype)
+    A_in = A + torch.triu(torch.full_like(A, 7.0), diagonal=1)  # the upper triangle is not read
+    with torch.no_grad():
+        logdet, L, info = spd_module._factor(A_in)
+    L_ref, info_ref = torch.linalg.cholesky_ex(A)
+    torch.testing.assert_close(L, L_ref, **TOL[dtype])
+    torch.testing.assert_close(logdet, torch.linalg.slogdet(A.double())[1].to(dtype), **TOL[dtype])
+    assert torch.equal(info, info_ref) and info.dtype == torch.int32
+    g = torch.linspace(-2, 3, N, dtype=dtype)
+    inv = spd_module._inverse_times(L, g)
+    torch.testing.assert_close(inv, torch.cholesky_inverse(L_ref) * g[:, None, None], **TOL[dtype])
+    assert torch.equal(inv, inv.transpose(-1, -2))
+    assert {p.name.split("-")[0] for p in fresh.iterdir()} == {"spd"}
+
+
+@needs_cc
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_kernel_reports_the_first_pivot_that_is_not_positive_as_lapack(fresh, dtype):
+    A = _conditioned(11, 6, dtype)
+    A[2, 3, 3] = -1.0  # pivot 4 (one-based) negative: info 4
+    A[5] = A[5] - 3 * torch.eye(6, dtype=dtype)  # indefinite
+    A[9, 0, 0] = float("nan")
+    A[10] = 0.0  # zero pivot at once
+    with torch.no_grad():
+        logdet, L, info = spd_module._factor(A)
+    info_ref = torch.linalg.cholesky_ex(A)[1]
+    assert info.tolist() == info_ref.tolist() and info[2] == 4 and info[9] == 1 and info[10] == 1
+    ok = info == 0
+    torch.testing.assert_close(logdet[ok], torch.linalg.slogdet(A[ok])[1], **TOL[dtype])
+
+
+@needs_cc
+def test_the_node_uses_the_kernel_exactly_where_it_applies(fresh, monkeypatch):
+    calls = []
+    real = kernels.Kernel
+
+    class Counted(real):
+        def forward(self, sizes, *tensors):
+            calls.append("forward")
+            super().forward(sizes, *tensors)
+
+        def backward(self, sizes, *tensors):
+            calls.append("backward")
+            super().backward(sizes, *tensors)
+
+    monkeypatch.setattr(kernels, "Kernel", Counted)
+
+    def grad_of_logdet(A):
+        A = A.clone().requires_grad_()
+        return torch.autograd.grad(cholesky_logdet(A)[0].sum(), A)[0]
+
+    A = _conditioned(5, 4, torch.float64)
+    torch.testing.assert_close(grad_of_logdet(A), torch.linalg.inv(A), **TOL[torch.float64])
+    assert calls == ["forward", "backward"]
+    calls.clear()
+    big = _conditioned(2, KERNEL_MAX_SIZE + 1, torch.float64)  # LAPACK's blocked code is faster there
+    torch.testing.assert_close(grad_of_logdet(big), torch.linalg.inv(big), **TOL[torch.float64])
+    with torch.no_grad():
+        cholesky_logdet(A.float())  # no gradient: the kernel still factors
+    assert calls == ["forward"]
+    calls.clear()
+    # a backward pass that is itself differentiated, and torch.func, take plain PyTorch operations
+    Al = A.clone().requires_grad_()
+    (g,) = torch.autograd.grad(cholesky_logdet(Al)[0].sum(), Al, create_graph=True)
+    torch.autograd.grad(g.sum(), Al)
+    torch.func.grad(lambda A: cholesky_logdet(A)[0].sum())(A)
+    assert calls == ["forward"]  # the node's forward only; its backward differentiated plain operations
+    calls.clear()
+    monkeypatch.setenv("FLOWLIB_KERNELS", "0")
+    monkeypatch.setattr(kernels, "_loaded", {})
+    monkeypatch.setattr(Counted, "_bound", {})
+    torch.testing.assert_close(grad_of_logdet(A), torch.linalg.inv(A), **TOL[torch.float64])
+    assert calls == []

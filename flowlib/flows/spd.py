@@ -14,6 +14,12 @@ Cholesky, :mod:`.pcpmap`), as two autograd nodes whose backward passes use the s
   product and masking. Like the Cholesky factorization it reads the lower triangle of ``A``; its
   gradient is symmetric, as ``torch.linalg.cholesky``'s is.
 
+On the CPU, the factorization and the inverse run as a compiled kernel where one builds
+(``kernels/spd.c``: eight matrices at a time, one vector instruction for all eight, where LAPACK
+takes one small matrix at a time; the same arithmetic to rounding, ``tests/test_spd.py``), for
+matrices of at most :data:`KERNEL_MAX_SIZE` rows, outside autograd (the node's forward and backward,
+or no gradient at all); elsewhere ``torch.linalg.cholesky_ex`` and ``torch.cholesky_inverse`` run.
+
 Where a backward pass is itself differentiated (``create_graph=True``), both nodes differentiate
 their forward pass written in plain PyTorch operations (:mod:`.fused`), and inside ``torch.func``
 transforms the plain operations run instead of the nodes.
@@ -23,9 +29,13 @@ from __future__ import annotations
 
 import torch
 
-from . import fused
+from . import fused, kernels
 
-__all__ = ["weighted_gram", "cholesky_logdet"]
+__all__ = ["weighted_gram", "cholesky_logdet", "KERNEL_MAX_SIZE"]
+
+# Above this size LAPACK's blocked factorization wins (and the kernel's interleaved buffer of
+# n * n * 8 numbers leaves the cache).
+KERNEL_MAX_SIZE = 64
 
 
 def _plain_gram(J, d):
@@ -35,6 +45,41 @@ def _plain_gram(J, d):
 def _plain_logdet(A):
     L, info = torch.linalg.cholesky_ex(A)
     return 2.0 * L.diagonal(dim1=-2, dim2=-1).log().sum(-1), L, info
+
+
+def _kernel(*tensors):
+    """The compiled kernel for these CPU tensors, or None (module doc)."""
+    A = tensors[0]
+    if A.dim() < 2 or not 0 < A.shape[-1] <= KERNEL_MAX_SIZE or A.numel() == 0:
+        return None
+    return kernels.for_tensors("spd", *tensors)
+
+
+def _factor(A):
+    """``(log det A, L, info)`` as :func:`_plain_logdet`, by the kernel where it runs; no autograd."""
+    kernel = None if torch.is_grad_enabled() else _kernel(A)
+    if kernel is None:
+        return _plain_logdet(A)
+    n = A.shape[-1]
+    rows = A.detach().reshape(-1, n, n).contiguous()
+    N = rows.shape[0]
+    L, logdet = torch.empty_like(rows), rows.new_empty(N)
+    info = torch.empty(N, dtype=torch.int32)
+    kernel.forward((N, n, 0, 0), rows, L, logdet, info, rows.new_empty((n + 1) * n * kernel.lib.spd_lanes()))
+    return logdet.reshape(A.shape[:-2]), L.reshape(A.shape), info.reshape(A.shape[:-2])
+
+
+def _inverse_times(L, g):
+    """``g A^{-1}`` for ``A = L L^T`` (``g`` one number a matrix); no autograd."""
+    kernel = _kernel(L, g)
+    if kernel is None:
+        return torch.cholesky_inverse(L) * g[..., None, None]
+    n = L.shape[-1]
+    rows = L.reshape(-1, n, n).contiguous()
+    out = torch.empty_like(rows)
+    kernel.backward((rows.shape[0], n, 0, 0), rows, g.reshape(-1).contiguous(), out,
+                    rows.new_empty(2 * n * n * kernel.lib.spd_lanes()))
+    return out.reshape(L.shape)
 
 
 def _nodes_allowed() -> bool:
@@ -61,7 +106,7 @@ class _WeightedGram(torch.autograd.Function):
 class _CholeskyLogdet(torch.autograd.Function):
     @staticmethod
     def forward(ctx, A):
-        logdet, L, info = _plain_logdet(A)
+        logdet, L, info = _factor(A)
         fused.save(ctx, (A,), (L,))
         ctx.mark_non_differentiable(L, info)
         return logdet, L, info
@@ -71,7 +116,7 @@ class _CholeskyLogdet(torch.autograd.Function):
         (A,), (L,) = fused.saved(ctx)
         if torch.is_grad_enabled():
             return fused.differentiable_backward(ctx, lambda A: _plain_logdet(A)[0], (A,), (g,))
-        return torch.cholesky_inverse(L) * g[..., None, None]
+        return _inverse_times(L, g)
 
 
 def weighted_gram(J: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
@@ -92,4 +137,4 @@ def cholesky_logdet(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.
     The log-determinant is one autograd node whose gradient is ``A^{-1}`` (module doc)."""
     if _nodes_allowed():
         return _CholeskyLogdet.apply(A)
-    return _plain_logdet(A)
+    return _factor(A)

@@ -31,7 +31,7 @@ import warnings
 
 import torch
 
-__all__ = ["Kernel", "find", "rows", "sizes", "load", "enabled", "cache_dir", "FLAGS", "NAMES"]
+__all__ = ["Kernel", "find", "for_tensors", "rows", "sizes", "load", "enabled", "cache_dir", "FLAGS", "NAMES"]
 
 FLAGS = ["-O3", "-fopenmp-simd", "-fPIC", "-shared"]
 SOURCES = pathlib.Path(__file__).resolve().parent
@@ -49,6 +49,7 @@ class Kernel:
     _bound: dict[tuple[str, str], Kernel] = {}
 
     def __init__(self, lib: ctypes.CDLL, name: str, suffix: str):
+        self.lib = lib
         self._forward = getattr(lib, f"{name}_forward_{suffix}")
         self._backward = getattr(lib, f"{name}_backward_{suffix}")
 
@@ -80,14 +81,20 @@ def sizes(z_rows: torch.Tensor, params: torch.Tensor) -> tuple[int, int, int, in
 def find(name: str, z: torch.Tensor, params: torch.Tensor) -> Kernel | None:
     """The kernel ``name`` for a run on ``z`` (``(B, D)`` or ``(S, B, D)``) with parameters ``params``
     (``(K, .)`` static, ``(B, K, .)`` amortized), or ``None`` where the flow must run its PyTorch
-    path: tensors not both on the CPU in one dtype of ``float32``/``float64``, an amortized ``params``
-    whose batch is not ``z``'s, inside a ``torch.func`` transform or a dispatch mode that traces
-    operations (e.g. the FLOP counter, which would not see inside the kernel), or no kernel built
-    (:func:`load`)."""
-    tensors = (z, params)
-    suffix = _SUFFIXES.get(z.dtype)
-    if (suffix is None or any(t.dtype != z.dtype or t.device.type != "cpu" for t in tensors)
-            or z.dim() < 2 or (params.dim() == 3 and (z.dim() > 3 or z.shape[-2] != params.shape[0]))
+    path: an amortized ``params`` whose batch is not ``z``'s, or no kernel for these tensors
+    (:func:`for_tensors`)."""
+    if z.dim() < 2 or (params.dim() == 3 and (z.dim() > 3 or z.shape[-2] != params.shape[0])):
+        return None
+    return for_tensors(name, z, params)
+
+
+def for_tensors(name: str, *tensors: torch.Tensor) -> Kernel | None:
+    """The kernel ``name`` for the dtype of ``tensors``, or ``None`` where the caller must run its
+    PyTorch path: tensors not all on the CPU in one dtype of ``float32``/``float64``, inside a
+    ``torch.func`` transform or a dispatch mode that traces operations (e.g. the FLOP counter, which
+    would not see inside the kernel), or no kernel built (:func:`load`)."""
+    suffix = _SUFFIXES.get(tensors[0].dtype)
+    if (suffix is None or any(t.dtype != tensors[0].dtype or t.device.type != "cpu" for t in tensors)
             or torch._C._functorch.maybe_current_level() is not None
             or torch._C._len_torch_dispatch_stack() > 0):
         return None
