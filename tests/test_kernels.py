@@ -119,6 +119,40 @@ def test_planar_without_a_gradient_uses_the_kernel_only_for_few_rows(fresh, monk
     assert len(used) == 2
 
 
+@pytest.mark.parametrize("context_dim", [None, 5])
+def test_planar_without_a_gradient_runs_many_rows_in_slices_with_the_same_arithmetic(monkeypatch,
+                                                                                     context_dim):
+    """Evaluation over many rows applies every layer to one slice of the first axis (rows of a static
+    run, samples of an amortized one) before the next slice; each row gets what the whole run gives
+    it, to rounding (a matrix-vector product over fewer rows may add in another order)."""
+    torch.manual_seed(0)
+    flow = Sequential(*[Planar(4, context_dim) for _ in range(3)]).double()
+    c = None if context_dim is None else torch.randn(6, context_dim, dtype=torch.float64)
+    z = torch.randn(50, 6, 4, dtype=torch.float64)
+    runs, planar_run = [], planar_module._planar_run
+
+    def counted(z, *args, **kwargs):
+        runs.append(z.shape[0])
+        return planar_run(z, *args, **kwargs)
+
+    monkeypatch.setattr(planar_module, "_planar_run", counted)
+    with torch.no_grad():
+        monkeypatch.setattr(planar_module, "SLICE_ENTRIES", 10**9)
+        whole = flow(z, c)
+        assert runs == [50]
+        runs.clear()
+        monkeypatch.setattr(planar_module, "SLICE_ENTRIES", 7 * 6 * 4)  # 7 samples a slice
+        sliced = flow(z, c)
+        assert runs == [7] * 7 + [1]
+        if context_dim is not None:  # an amortized run without a sample axis: its rows carry parameters
+            runs.clear()
+            rows = planar_module.KERNEL_ROWS_NO_GRAD + 1  # beyond the kernel's rows
+            flow(torch.randn(rows, 4).double(), torch.randn(rows, context_dim).double())
+            assert runs == [rows]
+    for a, b in zip(sliced, whole):
+        torch.testing.assert_close(a, b, rtol=1e-14, atol=1e-14)
+
+
 @needs_cc
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_planar_rows_in_blocks_give_each_row_what_it_gets_alone(dtype):
