@@ -76,6 +76,24 @@ def synchronized(clock, device: torch.device):
     return read
 
 
+def cpu_description() -> dict:
+    """The CPU, as far as this machine tells: its model name, family and model numbers (Linux's
+    /proc/cpuinfo; a virtual machine may give only the vendor's name, "AMD EPYC", and the numbers
+    tell the generation) and the vector instructions PyTorch's own kernels use here (e.g. AVX2,
+    AVX512)."""
+    fields = {}
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("model name", "cpu family", "model") and key.strip() not in fields:
+                fields[key.strip()] = value.strip()
+    except OSError:
+        pass
+    return {"name": fields.get("model name", platform.processor() or platform.machine()),
+            "family": fields.get("cpu family"), "model": fields.get("model"),
+            "torch_capability": torch.backends.cpu.get_cpu_capability()}
+
+
 def new_optimizer(model, make_optimizer=None):
     """The package's own optimizer (the training loop's ``make_optimizer``) where it has one."""
     return (torch.optim.Adam(model.parameters(), lr=1e-3) if make_optimizer is None
@@ -232,7 +250,8 @@ def main():
     result = {
         "command": " ".join(command),
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                    "cpus": os.cpu_count(), "torch": torch.__version__, "threads": args.threads,
+                    "cpus": os.cpu_count(), "cpu": cpu_description(), "torch": torch.__version__,
+                    "threads": args.threads,
                     "clock": args.clock, "load_average": os.getloadavg(), "device": str(device),
                     # which of this code's compiled kernels ran (the baselines' copies have their own)
                     "kernels": {name: device.type == "cpu" and kernels.load(name) is not None

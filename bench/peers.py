@@ -50,6 +50,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+from flow_cost import cpu_description  # bench/flow_cost.py, beside this script
 
 DIM, BATCH = 40, 128
 STACKS = ("planar x 10", "radial x 10", "Householder x 40", "IAF x 4", "IAF x 4, ReLU")
@@ -321,6 +322,7 @@ def main():
             "command": "python bench/peers.py " + " ".join(sys.argv[1:]),
             "machine": {"platform": platform.platform(),
                         "processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+                        "cpu": cpu_description(),
                         "threads": args.threads, "clock": args.clock, "load_average": os.getloadavg()},
             "versions": versions,
             "skipped": missing,
