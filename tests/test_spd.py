@@ -230,3 +230,77 @@ def test_the_node_uses_the_kernel_exactly_where_it_applies(fresh, monkeypatch):
     monkeypatch.setattr(Counted, "_bound", {})
     torch.testing.assert_close(grad_of_logdet(A), torch.linalg.inv(A), **TOL[torch.float64])
     assert calls == []
+
+
+# ---------------------------------------------------------------- gram_of_sum (PCP-Map's J_1 term)
+
+def _sum_inputs(g_shape, batch, n=3, H=5, seed=2):
+    gen = torch.Generator().manual_seed(seed)
+
+    def r(*shape):
+        return torch.randn(*shape, generator=gen, dtype=torch.float64)
+
+    return r(*g_shape, n), r(*batch, n, H), r(*g_shape, n), r(n, H), torch.rand(*batch, H, generator=gen,
+                                                                                   dtype=torch.float64)
+
+
+def _plain_sum(g, M, f, B, d):
+    J = g[..., None] * M + f[..., None] * B
+    return (J * d[..., None, :]) @ J.transpose(-1, -2), J
+
+
+SUM_SHAPES = [((), (4,)), ((4,), (4,)), ((4,), (2, 4)), ((2, 4), (2, 4))]  # g's batch, M's batch
+
+
+@needs_cc
+@pytest.mark.parametrize("g_batch, batch", SUM_SHAPES)
+@pytest.mark.parametrize("use_J", [False, True])
+def test_gram_of_sum_value_and_gradients_match_plain_autograd(fresh, monkeypatch, g_batch, batch, use_J):
+    """The kernel's node against autograd through the plain operations: ``g`` and ``f`` shared by all
+    matrices, by the samples of a row, or one a matrix; the loss through ``W`` alone, or through
+    ``J`` too (what a third layer's Jacobian would take from it)."""
+    calls = []
+    real = kernels.Kernel
+
+    class Counted(real):
+        def backward(self, sizes, *tensors):
+            calls.append(sizes)
+            super().backward(sizes, *tensors)
+
+    monkeypatch.setattr(kernels, "Kernel", Counted)
+    inputs = _sum_inputs(g_batch, batch)
+    weights = [torch.randn(*batch, 3, 3, dtype=torch.float64), torch.randn(*batch, 3, 5, dtype=torch.float64)]
+    results = []
+    for fn in (spd_module.gram_of_sum, _plain_sum):
+        leaves = [t.clone().requires_grad_() for t in inputs]
+        W, J = fn(*leaves)
+        loss = (W * weights[0]).sum() + ((J * weights[1]).sum() if use_J else 0)
+        results.append((W.detach(), J.detach(), *torch.autograd.grad(loss, leaves)))
+    for new, old in zip(*results):
+        torch.testing.assert_close(new, old, rtol=1e-12, atol=1e-12)
+    assert len(calls) == 1  # the kernel's backward ran
+
+
+@needs_cc
+def test_gram_of_sum_gradcheck_second_derivatives_and_torch_func(fresh):
+    inputs = [t.requires_grad_() for t in _sum_inputs((2,), (3, 2), n=2, H=3)]
+
+    def both(*xs):
+        W, J = spd_module.gram_of_sum(*xs)
+        return W, J
+
+    assert torch.autograd.gradcheck(both, inputs)
+    assert torch.autograd.gradgradcheck(both, inputs)
+    plain = [t.detach() for t in inputs]
+    jac = torch.func.jacrev(lambda M: spd_module.gram_of_sum(plain[0], M, *plain[2:])[0])(plain[1])
+    ref = torch.func.jacrev(lambda M: _plain_sum(plain[0], M, *plain[2:])[0])(plain[1])
+    torch.testing.assert_close(jac, ref, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("change", ["g", "f", "B", "d"])
+def test_gram_of_sum_refuses_other_shapes(change):
+    g, M, f, B, d = _sum_inputs((4,), (2, 4))
+    bad = {"g": dict(g=g[0]), "f": dict(f=f[:2]), "B": dict(B=B.T), "d": dict(d=d[0])}[change]
+    args = dict(g=g, M=M, f=f, B=B, d=d) | bad
+    with pytest.raises(ValueError, match=r"gram_of_sum expects M \(\.\.\., n, H\), d \(\.\.\., H\)"):
+        spd_module.gram_of_sum(**args)

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import Flow, ParameterSource, check_inputs, check_size
-from .spd import cholesky_logdet, weighted_gram
+from .spd import cholesky_logdet, gram_of_sum, weighted_gram
 
 __all__ = ["PCPMap"]
 
@@ -150,11 +150,12 @@ class PCPMap(Flow):
             v = rho[k - 1] * torch.sigmoid(pre[k - 1])
             if k == 1:
                 Q = (A0[:, :, None] * Wp[0].T[:, None, :]).flatten(1)  # (H, dim * H): A_0[h]^T W+[:, h]^T
-                Jt = torch.addcmul(gam[1][..., :, None] * self.A[1].T, g0[..., :, None],
-                                   (v @ Q).unflatten(-1, (dim, self.hidden)))
+                M = (v @ Q).unflatten(-1, (dim, self.hidden))
+                gram, Jt = gram_of_sum(g0, M, gam[1], self.A[1].T, s1 * D[1])  # Jt_1 and its term
             else:
                 Jt = ((Jt * v[..., None, :]) @ Wp[k - 1].T).add_(gam[k][..., :, None] * self.A[k].T)
-            hess = hess.add_(weighted_gram(Jt, s1 * D[k]))
+                gram = weighted_gram(Jt, s1 * D[k])
+            hess = hess.add_(gram)
         hess.diagonal(dim1=-2, dim2=-1).add_(s2)
         return out + (hess,)
 

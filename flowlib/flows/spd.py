@@ -31,7 +31,7 @@ import torch
 
 from . import fused, kernels
 
-__all__ = ["weighted_gram", "cholesky_logdet", "KERNEL_MAX_SIZE"]
+__all__ = ["weighted_gram", "gram_of_sum", "cholesky_logdet", "KERNEL_MAX_SIZE"]
 
 # Above this size LAPACK's blocked factorization wins (and the kernel's interleaved buffer of
 # n * n * 8 numbers leaves the cache).
@@ -53,6 +53,11 @@ def _kernel(*tensors):
     if A.dim() < 2 or not 0 < A.shape[-1] <= KERNEL_MAX_SIZE or A.numel() == 0:
         return None
     return kernels.for_tensors("spd", *tensors)
+
+
+def _gram_kernel(*tensors):
+    """The compiled kernel of :func:`gram_of_sum` for these CPU tensors, or None."""
+    return kernels.for_tensors("gram", *tensors)
 
 
 def _factor(A):
@@ -117,6 +122,70 @@ class _CholeskyLogdet(torch.autograd.Function):
         if torch.is_grad_enabled():
             return fused.differentiable_backward(ctx, lambda A: _plain_logdet(A)[0], (A,), (g,))
         return _inverse_times(L, g)
+
+
+def _plain_gram_of_sum(g, M, f, B, d):
+    J = g[..., None] * M + f[..., None] * B
+    return weighted_gram(J, d), J
+
+
+class _GramOfSum(torch.autograd.Function):
+    """:func:`gram_of_sum` on the CPU with the compiled kernel (``kernels/gram.c``): each direction's
+    elementwise work is one pass over the ``(n, H)`` matrices, where autograd's backward pass through
+    the plain operations makes seven, each into fresh memory; the matrix products are PyTorch's."""
+
+    @staticmethod
+    def forward(ctx, g, M, f, B, d, kernel):
+        ctx.set_materialize_grads(False)
+        n, H = M.shape[-2:]
+        g, M, f, B, d = (t.contiguous() for t in (g, M, f, B, d))
+        J, JD = torch.empty_like(M), torch.empty_like(M)
+        sizes = (M.numel() // (n * H), n, H, g.numel() // n)
+        kernel.forward(sizes, g, M, f, B, d, J, JD)
+        fused.save(ctx, (g, M, f, B, d), (J,))
+        ctx.kernel, ctx.sizes = kernel, sizes
+        return JD @ J.transpose(-1, -2), J
+
+    @staticmethod
+    def backward(ctx, G, g_J):
+        inputs, (J,) = fused.saved(ctx)
+        if G is None and g_J is None:
+            return (None,) * 6
+        if torch.is_grad_enabled():
+            pairs = [(out, grad) for out, grad in zip(range(2), (G, g_J)) if grad is not None]
+            grads = fused.differentiable_backward(
+                ctx, lambda *xs: tuple(_plain_gram_of_sum(*xs)[i] for i, _ in pairs), inputs,
+                tuple(grad for _, grad in pairs))
+            return (*grads, None)
+        g, M, f, B, d = inputs
+        P = (G + G.transpose(-1, -2)) @ J if G is not None else torch.zeros_like(J)
+        g_M, g_d = torch.empty_like(M), torch.empty_like(d)
+        g_g, g_f, g_B = torch.zeros_like(g), torch.zeros_like(f), torch.zeros_like(B)
+        ctx.kernel.backward(ctx.sizes, g, M, f, B, d, J, P, None if g_J is None else g_J.contiguous(),
+                            g_M, g_d, g_g, g_f, g_B)
+        return g_g, g_M, g_f, g_B, g_d, None
+
+
+def gram_of_sum(g: torch.Tensor, M: torch.Tensor, f: torch.Tensor, B: torch.Tensor,
+                d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(J diag(d) J^T, J)`` with ``J = diag(g) M + diag(f) B`` for every matrix of the batch:
+    ``M`` of shape ``(..., n, H)``, ``d`` of shape ``(..., H)`` with the same batch shape, ``B`` of
+    shape ``(n, H)`` shared by all, and ``g``, ``f`` of one shape ``(..., n)`` whose batch shape is a
+    trailing part of ``M``'s (``(n,)``: shared by all; ``(B, n)`` against ``(S, B, n, H)``: shared
+    by the samples of a row). PCP-Map's Hessian term of its second layer (``J_1``, :mod:`.pcpmap`).
+    On the CPU, one autograd node whose elementwise work runs as a compiled kernel where one builds
+    (:class:`_GramOfSum`); elsewhere the plain operations with :func:`weighted_gram`."""
+    n, H = M.shape[-2:]
+    batch = M.shape[:-2]
+    if (g.shape != f.shape or g.shape[-1:] != (n,) or g.shape[:-1] != batch[len(batch) + 1 - g.dim():]
+            or B.shape != (n, H) or d.shape != (*batch, H)):
+        raise ValueError(f"gram_of_sum expects M (..., n, H), d (..., H), B (n, H) and g, f (..., n) with "
+                         f"a trailing part of M's batch shape; got g {tuple(g.shape)}, M {tuple(M.shape)}, "
+                         f"f {tuple(f.shape)}, B {tuple(B.shape)}, d {tuple(d.shape)}")
+    kernel = _gram_kernel(g, M, f, B, d)
+    if kernel is None or M.numel() == 0:
+        return _plain_gram_of_sum(g, M, f, B, d)
+    return _GramOfSum.apply(g, M, f, B, d, kernel)
 
 
 def weighted_gram(J: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
