@@ -4,7 +4,9 @@ A run of K planar layers on a batch of 100 samples in 40 dimensions is about 1 M
 PyTorch it is some 20 operations a layer, each of which costs microseconds of dispatch whatever its
 size: a planar K = 80 stack cost more than the whole VAE it sits in. A kernel here is the same
 arithmetic as the flow's PyTorch path, written as one C loop over the samples and layers, built with
-the machine's C compiler on first use and called through :mod:`ctypes`.
+the machine's C compiler on first use and called through :mod:`ctypes`. Two more serve PCP-Map's
+log-determinant (:mod:`..spd`): ``spd.c``, the Cholesky factorization and inverse of a batch of small
+matrices, eight at a time, and ``gram.c``, the elementwise work of a Jacobian's Gram product.
 
 - The source is a ``.c`` file beside this one (e.g. ``planar.c``); it is compiled with ``$CC`` (else
   ``cc``) into ``$FLOWLIB_KERNEL_CACHE`` (else ``$XDG_CACHE_HOME/flowlib/kernels``, else
@@ -42,9 +44,10 @@ _SUFFIXES = {torch.float32: "f32", torch.float64: "f64"}
 
 class Kernel:
     """The functions ``{name}_forward_{f32|f64}`` and ``{name}_backward_...`` of a built kernel for one
-    dtype. Every kernel function takes four sizes (C ``long``, :func:`sizes`) and then pointers to the
-    data of contiguous tensors of that dtype, ``None`` for a NULL pointer. Row ``n`` of ``z`` uses the
-    parameter row ``n % P``: ``P = 1`` for a static run, the batch for an amortized one."""
+    dtype. Every kernel function takes four sizes (C ``long``) and then pointers to the data of
+    contiguous tensors, ``None`` for a NULL pointer. For the flows' kernels the sizes are
+    :func:`sizes`, and row ``n`` of ``z`` uses the parameter row ``n % P``: ``P = 1`` for a static run,
+    the batch for an amortized one; ``spd.c`` and ``gram.c`` say what theirs are."""
 
     _bound: dict[tuple[str, str], Kernel] = {}
 
