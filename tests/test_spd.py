@@ -143,6 +143,24 @@ def fresh(monkeypatch, cache):
     return no_kernel_loaded(monkeypatch, cache)
 
 
+@pytest.fixture
+def kernel_calls(fresh, monkeypatch):
+    """A list that receives "forward" or "backward" at every call of a kernel bound from now on."""
+    calls = []
+
+    class Counted(kernels.Kernel):
+        def forward(self, sizes, *tensors):
+            calls.append("forward")
+            super().forward(sizes, *tensors)
+
+        def backward(self, sizes, *tensors):
+            calls.append("backward")
+            super().backward(sizes, *tensors)
+
+    monkeypatch.setattr(kernels, "Kernel", Counted)
+    return calls
+
+
 def _conditioned(N, n, dtype, seed=0):
     """SPD matrices with eigenvalues in [0.5, 2.5]: float32 rounding stays near its epsilon."""
     g = torch.Generator().manual_seed(seed)
@@ -189,20 +207,8 @@ def test_the_kernel_reports_the_first_pivot_that_is_not_positive_as_lapack(fresh
 
 
 @needs_cc
-def test_the_node_uses_the_kernel_exactly_where_it_applies(fresh, monkeypatch):
-    calls = []
-    real = kernels.Kernel
-
-    class Counted(real):
-        def forward(self, sizes, *tensors):
-            calls.append("forward")
-            super().forward(sizes, *tensors)
-
-        def backward(self, sizes, *tensors):
-            calls.append("backward")
-            super().backward(sizes, *tensors)
-
-    monkeypatch.setattr(kernels, "Kernel", Counted)
+def test_the_node_uses_the_kernel_exactly_where_it_applies(kernel_calls, monkeypatch):
+    calls = kernel_calls
 
     def grad_of_logdet(A):
         A = A.clone().requires_grad_()
@@ -227,7 +233,7 @@ def test_the_node_uses_the_kernel_exactly_where_it_applies(fresh, monkeypatch):
     calls.clear()
     monkeypatch.setenv("FLOWLIB_KERNELS", "0")
     monkeypatch.setattr(kernels, "_loaded", {})
-    monkeypatch.setattr(Counted, "_bound", {})
+    monkeypatch.setattr(kernels.Kernel, "_bound", {})
     torch.testing.assert_close(grad_of_logdet(A), torch.linalg.inv(A), **TOL[torch.float64])
     assert calls == []
 
@@ -255,19 +261,10 @@ SUM_SHAPES = [((), (4,)), ((4,), (4,)), ((4,), (2, 4)), ((2, 4), (2, 4))]  # g's
 @needs_cc
 @pytest.mark.parametrize("g_batch, batch", SUM_SHAPES)
 @pytest.mark.parametrize("use_J", [False, True])
-def test_gram_of_sum_value_and_gradients_match_plain_autograd(fresh, monkeypatch, g_batch, batch, use_J):
+def test_gram_of_sum_value_and_gradients_match_plain_autograd(kernel_calls, g_batch, batch, use_J):
     """The kernel's node against autograd through the plain operations: ``g`` and ``f`` shared by all
     matrices, by the samples of a row, or one a matrix; the loss through ``W`` alone, or through
     ``J`` too (what a third layer's Jacobian would take from it)."""
-    calls = []
-    real = kernels.Kernel
-
-    class Counted(real):
-        def backward(self, sizes, *tensors):
-            calls.append(sizes)
-            super().backward(sizes, *tensors)
-
-    monkeypatch.setattr(kernels, "Kernel", Counted)
     inputs = _sum_inputs(g_batch, batch)
     weights = [torch.randn(*batch, 3, 3, dtype=torch.float64), torch.randn(*batch, 3, 5, dtype=torch.float64)]
     results = []
@@ -278,19 +275,14 @@ def test_gram_of_sum_value_and_gradients_match_plain_autograd(fresh, monkeypatch
         results.append((W.detach(), J.detach(), *torch.autograd.grad(loss, leaves)))
     for new, old in zip(*results):
         torch.testing.assert_close(new, old, rtol=1e-12, atol=1e-12)
-    assert len(calls) == 1  # the kernel's backward ran
+    assert kernel_calls.count("backward") == 1  # the kernel's backward ran
 
 
 @needs_cc
 def test_gram_of_sum_gradcheck_second_derivatives_and_torch_func(fresh):
     inputs = [t.requires_grad_() for t in _sum_inputs((2,), (3, 2), n=2, H=3)]
-
-    def both(*xs):
-        W, J = spd_module.gram_of_sum(*xs)
-        return W, J
-
-    assert torch.autograd.gradcheck(both, inputs)
-    assert torch.autograd.gradgradcheck(both, inputs)
+    assert torch.autograd.gradcheck(spd_module.gram_of_sum, inputs)
+    assert torch.autograd.gradgradcheck(spd_module.gram_of_sum, inputs)
     plain = [t.detach() for t in inputs]
     jac = torch.func.jacrev(lambda M: spd_module.gram_of_sum(plain[0], M, *plain[2:])[0])(plain[1])
     ref = torch.func.jacrev(lambda M: _plain_sum(plain[0], M, *plain[2:])[0])(plain[1])

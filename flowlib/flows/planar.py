@@ -119,12 +119,12 @@ def _planar_slices(z, theta, dim):
     """:func:`_planar_run` without a gradient, on slices of about :data:`SLICE_ENTRIES` entries along
     the first axis of ``z`` where the parameters do not run along it (a static run, or an amortized
     one with a sample axis, ``(S, B, D)``): each row's arithmetic is the same as on the whole."""
-    static = theta.dim() == 2
-    n = max(1, SLICE_ENTRIES // z[0].numel()) if z.dim() >= 2 and z.shape[0] > 0 else 0
-    if not (static or z.dim() == 3) or n == 0 or z.shape[0] <= n:
-        return _planar_run(z, theta, dim, keep=False)[:2]
-    parts = [_planar_run(part, theta, dim, keep=False)[:2] for part in z.split(n)]
-    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+    if (theta.dim() == 2 or z.dim() == 3) and z.shape[0] > 0:  # static, or a sample axis
+        n = max(1, SLICE_ENTRIES // z[0].numel())
+        if z.shape[0] > n:
+            parts = [_planar_run(part, theta, dim, keep=False)[:2] for part in z.split(n)]
+            return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+    return _planar_run(z, theta, dim, keep=False)[:2]
 
 
 def solve_planar(u_hat, w, b, y, max_iterations: int = 200) -> torch.Tensor:

@@ -152,10 +152,10 @@ class _GramOfSum(torch.autograd.Function):
         if G is None and g_J is None:
             return (None,) * 6
         if torch.is_grad_enabled():
-            pairs = [(out, grad) for out, grad in zip(range(2), (G, g_J)) if grad is not None]
+            used = [i for i, grad in enumerate((G, g_J)) if grad is not None]  # outputs with a gradient
             grads = fused.differentiable_backward(
-                ctx, lambda *xs: tuple(_plain_gram_of_sum(*xs)[i] for i, _ in pairs), inputs,
-                tuple(grad for _, grad in pairs))
+                ctx, lambda *xs: tuple(_plain_gram_of_sum(*xs)[i] for i in used), inputs,
+                tuple((G, g_J)[i] for i in used))
             return (*grads, None)
         g, M, f, B, d = inputs
         P = (G + G.transpose(-1, -2)) @ J if G is not None else torch.zeros_like(J)
