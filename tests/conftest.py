@@ -24,3 +24,23 @@ def no_kernel_loaded(monkeypatch, cache):
     monkeypatch.setattr(kernels, "_loaded", {})
     monkeypatch.setattr(kernels.Kernel, "_bound", {})
     return cache
+
+
+def count_kernel_calls(monkeypatch) -> list[str]:
+    """A list that receives "forward" or "backward" at every call of a kernel bound from now on
+    (tests/test_spd.py, test_iaf_gate.py, test_elu.py)."""
+    from flowlib.flows import kernels
+
+    calls = []
+
+    class Counted(kernels.Kernel):
+        def forward(self, sizes, *tensors):
+            calls.append("forward")
+            super().forward(sizes, *tensors)
+
+        def backward(self, sizes, *tensors):
+            calls.append("backward")
+            super().backward(sizes, *tensors)
+
+    monkeypatch.setattr(kernels, "Kernel", Counted)
+    return calls

@@ -44,6 +44,20 @@ def test_the_kernel_is_built_once_into_the_cache(fresh, monkeypatch):
 
 
 @needs_cc
+def test_an_edited_header_rebuilds_the_kernels_that_include_it(fresh, monkeypatch, tmp_path):
+    """elu.c and iaf.c include vexp.h: the library's name hashes the headers too, so a kernel is
+    rebuilt when its header changes, not only its own source."""
+    sources = tmp_path / "sources"
+    shutil.copytree(kernels.SOURCES, sources, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    monkeypatch.setattr(kernels, "SOURCES", sources)
+    first = kernels._build("elu")
+    assert kernels._build("elu") == first
+    (sources / "vexp.h").write_text((sources / "vexp.h").read_text() + "/* edited */\n")
+    second = kernels._build("elu")
+    assert second != first and second.exists()
+
+
+@needs_cc
 @pytest.mark.parametrize("module", [radial_module, householder_module])
 def test_radial_and_householder_find_their_kernels(fresh, module):
     z = torch.zeros(2, 3)

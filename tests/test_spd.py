@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 import torch
-from conftest import no_kernel_loaded
+from conftest import count_kernel_calls, no_kernel_loaded
 
 from flowlib.flows import kernels
 from flowlib.flows import spd as spd_module
@@ -146,19 +146,7 @@ def fresh(monkeypatch, cache):
 @pytest.fixture
 def kernel_calls(fresh, monkeypatch):
     """A list that receives "forward" or "backward" at every call of a kernel bound from now on."""
-    calls = []
-
-    class Counted(kernels.Kernel):
-        def forward(self, sizes, *tensors):
-            calls.append("forward")
-            super().forward(sizes, *tensors)
-
-        def backward(self, sizes, *tensors):
-            calls.append("backward")
-            super().backward(sizes, *tensors)
-
-    monkeypatch.setattr(kernels, "Kernel", Counted)
-    return calls
+    return count_kernel_calls(monkeypatch)
 
 
 def _conditioned(N, n, dtype, seed=0):

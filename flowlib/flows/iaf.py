@@ -17,6 +17,13 @@ sequential: ``D`` passes, the ``t``-th one fixing the variable of degree ``t``.
 the ``sigma`` the step already computed, where PyTorch's ``logsigmoid`` calls ``log1p``, on some
 CPUs several times slower (one thread, 128 x 40, forward and backward, AVX-512 build: 108 us
 against 47 us for ``log(sigmoid(s))`` alone).
+
+On the CPU in float32 the whole gate, from the MADE's joint output ``[m, s]`` to ``z'`` and the
+log-determinant, is one call of the compiled kernel ``kernels/iaf.c`` each way (:class:`_Gate`): the
+PyTorch path is some fifteen operations with their autograd nodes on a small batch, which cost more in
+dispatch than in arithmetic (one thread, AVX2 CPU, 128 x 40, forward and backward: 428 us, and 364 us
+for normflows' gate; ``bench/peers.py`` times the stacks). Float64, other devices, dispatch modes such
+as the FLOP counter and a differentiated backward run PyTorch.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from . import kernels
 from .base import Flow
 from .made import MADE
 
@@ -57,6 +65,49 @@ def sigmoid_and_log(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return _SigmoidAndLog.apply(s)
 
 
+def _gate_kernel(out: torch.Tensor, z: torch.Tensor) -> kernels.Kernel | None:
+    """``kernels/iaf.c`` for the MADE's joint output ``out`` (``(..., 2D)``) and ``z`` (``(..., D)``) with
+    the same leading dimensions, float32 on the CPU (:func:`kernels.for_tensors`); else ``None``, where
+    the PyTorch path runs."""
+    if out.dtype != torch.float32 or out.shape[:-1] != z.shape[:-1]:
+        return None
+    return kernels.for_tensors("iaf", out, z)
+
+
+class _Gate(torch.autograd.Function):
+    """``(z', log|det|)`` of eq. 14-15 from the MADE's joint output ``out`` (each row ``[m, s]``, ``s``
+    without the forget bias) and ``z``: one call of ``kernels/iaf.c`` each way, where the PyTorch path
+    is some fifteen operations and their autograd nodes (the kernel's comment). The same numbers to
+    float32 rounding (``tests/test_iaf_gate.py``)."""
+
+    @staticmethod
+    def forward(ctx, out, z, forget_bias, kernel):
+        out, z = out.contiguous(), z.contiguous()
+        y, sigma = torch.empty_like(z), torch.empty_like(z)
+        logdet = z.new_empty(z.shape[:-1])
+        bias = torch.tensor([forget_bias], dtype=z.dtype)
+        kernel.forward((logdet.numel(), z.shape[-1], 0, 0), out, z, bias, y, logdet, sigma)
+        ctx.save_for_backward(out, z, sigma)
+        ctx.kernel, ctx.forget_bias = kernel, forget_bias
+        return y, logdet
+
+    @staticmethod
+    def backward(ctx, g, g_logdet):
+        out, z, sigma = ctx.saved_tensors
+        g = torch.zeros_like(z) if g is None else g
+        g_logdet = z.new_zeros(z.shape[:-1]) if g_logdet is None else g_logdet
+        if torch.is_grad_enabled():  # the backward itself is differentiated: the same in PyTorch
+            m, s = out.unflatten(-1, (2, z.shape[-1])).unbind(-2)
+            sigma = torch.sigmoid(s + ctx.forget_bias)
+            o = 1 - sigma
+            g_s = o * (g * (z - m) * sigma + g_logdet.unsqueeze(-1))
+            return torch.cat([g * o, g_s], -1), g * sigma, None, None
+        g_out, g_z = torch.empty_like(out), torch.empty_like(z)
+        ctx.kernel.backward((g_logdet.numel(), z.shape[-1], 0, 0), out, z, sigma, g.contiguous(),
+                            g_logdet.contiguous(), g_out, g_z)
+        return g_out, g_z, None, None
+
+
 class IAF(Flow):
     """One gated IAF step; static, or with the MADE also fed a context ``h``. ``activation`` is
     the MADE's hidden activation: ``"elu"`` (default, as Kingma et al. 2016) or ``"relu"``."""
@@ -79,8 +130,12 @@ class IAF(Flow):
         return m, s + self.forget_bias
 
     def _forward(self, z, context):
-        m, s = self._m_s(z, context)
-        sigma, log_sigma = sigmoid_and_log(s)
+        out = self.made._joint_output(z, context)
+        kernel = _gate_kernel(out, z)
+        if kernel is not None:
+            return _Gate.apply(out, z, self.forget_bias, kernel)
+        m, s = out.unflatten(-1, (2, self.dim)).unbind(-2)
+        sigma, log_sigma = sigmoid_and_log(s + self.forget_bias)
         return torch.lerp(m, z, sigma), log_sigma.sum(-1)  # sigma z + (1 - sigma) m
 
     def _inverse(self, y, context):

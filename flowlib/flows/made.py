@@ -108,6 +108,11 @@ class MADE(nn.Module):
         return self._outputs(z, context)
 
     def _outputs(self, z, context):
+        return self._joint_output(z, context).unflatten(-1, (self.n_outputs, self.dim)).unbind(-2)
+
+    def _joint_output(self, z, context):
+        """The output layer's result, ``(..., n_outputs * dim)``: the outputs side by side in each
+        row (output ``k`` is entries ``k * dim`` to ``(k + 1) * dim``)."""
         x = self.hidden_layers[0](z)
         if self.context_layer is not None:
             x = x + self.context_layer(context)
@@ -117,5 +122,4 @@ class MADE(nn.Module):
         x = act(x, inplace=True)
         for layer in self.hidden_layers[1:]:
             x = act(layer(x), inplace=True)
-        out = self.output_layer(x)
-        return out.unflatten(-1, (self.n_outputs, self.dim)).unbind(-2)
+        return self.output_layer(x)

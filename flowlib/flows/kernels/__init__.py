@@ -6,12 +6,14 @@ size: a planar K = 80 stack cost more than the whole VAE it sits in. A kernel he
 arithmetic as the flow's PyTorch path, written as one C loop over the samples and layers, built with
 the machine's C compiler on first use and called through :mod:`ctypes`. Two more serve PCP-Map's
 log-determinant (:mod:`..spd`): ``spd.c``, the Cholesky factorization and inverse of a batch of small
-matrices, eight at a time, and ``gram.c``, the elementwise work of a Jacobian's Gram product.
+matrices, eight at a time, and ``gram.c``, the elementwise work of a Jacobian's Gram product. Two serve
+IAF (float32 only): ``elu.c``, the MADE's activation, and ``iaf.c``, the gate of eq. 14-15; both use
+``vexp.h``'s exp and log1p, eight numbers at a time.
 
 - The source is a ``.c`` file beside this one (e.g. ``planar.c``); it is compiled with ``$CC`` (else
   ``cc``) into ``$FLOWLIB_KERNEL_CACHE`` (else ``$XDG_CACHE_HOME/flowlib/kernels``, else
-  ``~/.cache/flowlib/kernels``), under a name that hashes the source, the flags and the compiler, so an
-  edited kernel is rebuilt; the library is written to a temporary file and renamed into place, so
+  ``~/.cache/flowlib/kernels``), under a name that hashes the source, the headers beside it (``*.h``),
+  the flags and the compiler, so an edited kernel is rebuilt; the library is written to a temporary file and renamed into place, so
   processes that build at once never load half a file.
 - Where no kernel can be built (no compiler, no writable cache) :func:`load` warns once, saying why, and
   returns ``None``: the flow computes the same numbers with PyTorch, only slower. ``FLOWLIB_KERNELS=0``
@@ -135,7 +137,9 @@ def _build(name: str) -> pathlib.Path:
     source = SOURCES / f"{name}.c"
     compiler = _compiler()
     version = subprocess.run([*compiler, "--version"], capture_output=True, text=True, check=True).stdout
-    key = hashlib.sha256("\0".join([source.read_text(), *FLAGS, *compiler, version]).encode()).hexdigest()
+    headers = [path.read_text() for path in sorted(SOURCES.glob("*.h"))]  # vexp.h, which kernels include
+    text = [source.read_text(), *headers, *FLAGS, *compiler, version]
+    key = hashlib.sha256("\0".join(text).encode()).hexdigest()
     target = cache_dir() / f"{name}-{key[:16]}.so"
     if target.exists():
         return target
