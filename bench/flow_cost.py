@@ -3,8 +3,9 @@ evaluation, in time and in FLOPs, as ratios to the no-flow row, all measured sid
 process.
 
 Training: every row's VAE (built from the experiment's protocol and row files) is timed on the
-same ``--batches`` updates of binarized MNIST, interleaved over ``--repeats`` rounds (median), so
-that a change in machine load hits every row alike; each row keeps one optimizer throughout, as
+same ``--batches`` updates of binarized MNIST, interleaved over ``--repeats`` rounds (median; the rows
+in a new seeded order each round: :func:`round_orders`), so that a change in machine load hits every
+row alike; each row keeps one optimizer throughout, as
 training does, and each timed block starts with one untimed update (before, the first row of a
 round, the no-flow VAE that every ratio divides by, was timed on memory just freed by the largest
 row and came out up to 8% slower than the same code later in the round); the epoch time is extrapolated
@@ -42,6 +43,7 @@ import math
 import os
 import pathlib
 import platform
+import random
 import statistics
 import time
 
@@ -131,6 +133,17 @@ def training_loop(package: str):
         return importlib.import_module(f"{package}.train")
 
 
+def round_orders(names, rounds: int, seed: int = 0):
+    """The order of the rows in each of ``rounds`` rounds: the first as given, then shuffled (seeded),
+    so that no row always follows the same one (on a VM, what the row before leaves behind, its freed
+    memory and the caches' state, moved one unchanged row's time by up to 16% in session 15) and the
+    median over rounds averages that effect instead of carrying it."""
+    rng, order = random.Random(seed), list(names)
+    for _ in range(rounds):
+        yield list(order)
+        rng.shuffle(order)
+
+
 def time_eval(model, x, k, clock):
     t0 = clock()
     model.log_likelihood(x, k)
@@ -212,9 +225,9 @@ def main():
     for name, model in models.items():  # warm-up
         time_block(model, optimizers[name], x, batch_size, 2, clock)
     times = {name: [] for name in models}
-    for _ in tqdm(range(args.repeats), desc="training rounds"):
-        for name, model in models.items():
-            times[name].append(time_block(model, optimizers[name], x, batch_size, args.batches, clock))
+    for order in tqdm(round_orders(models, args.repeats), desc="training rounds", total=args.repeats):
+        for name in order:
+            times[name].append(time_block(models[name], optimizers[name], x, batch_size, args.batches, clock))
     base = statistics.median(times["none"])
     result_rows = {
         name: {"label": rows[name.split("@")[0]]["label"],
@@ -231,9 +244,10 @@ def main():
                 model.eval()
             flops_eval = {name: eval_flops(model, x_eval, args.eval_k) for name, model in models.items()}
             eval_times = {name: [] for name in models}
-            for _ in tqdm(range(args.repeats), desc="evaluation rounds"):
-                for name, model in models.items():
-                    eval_times[name].append(time_eval(model, x_eval, args.eval_k, clock))
+            orders = round_orders(models, args.repeats)
+            for order in tqdm(orders, desc="evaluation rounds", total=args.repeats):
+                for name in order:
+                    eval_times[name].append(time_eval(models[name], x_eval, args.eval_k, clock))
         eval_base = statistics.median(eval_times["none"])
         for name, ts in eval_times.items():
             t = statistics.median(ts)
