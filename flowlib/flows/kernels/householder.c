@@ -8,11 +8,13 @@
  * v is (P, K, D). */
 #include <string.h>
 
+#include "clones.h"
+
 #define HOUSEHOLDER(T, SUFFIX, TINY)                                                                      \
 /* z_{k+1} = z_k - (v_k^T z_k) c_k, c_k = 2 v_k / ||v_k||^2 (||v_k||^2 clamped to the smallest normal     \
  * number), in place on z (N, D). Writes c (P, K, D), and keeps for the backward v^T z (N, K) and,        \
  * unless zs is NULL, every reflection's input zs (N, K, D). */                                            \
-void householder_forward_##SUFFIX(long N, long K, long D, long P, const T *v, T *c, T *z, T *vz, T *zs) { \
+VECTOR_CLONES void householder_forward_##SUFFIX(long N, long K, long D, long P, const T *v, T *c, T *z, T *vz, T *zs) { \
     for (long i = 0; i < P * K; i++) {                                                                    \
         T v_sq = 0;                                                                                       \
         for (long d = 0; d < D; d++) v_sq += v[i * D + d] * v[i * D + d];                                 \
@@ -40,7 +42,7 @@ void householder_forward_##SUFFIX(long N, long K, long D, long P, const T *v, T 
  * reflection's output: g = g' - (c^T g') v, dL/dv = -(c^T g') z, dL/dc = -(v^T z) g' (summed over the    \
  * rows that share v); then through c = 2 v / ||v||^2:                                                    \
  *   dL/dv += 2 dL/dc / ||v||^2 - 4 (dL/dc^T v) v / ||v||^4  (the last term 0 where the clamp binds). */  \
-void householder_backward_##SUFFIX(long N, long K, long D, long P, const T *v, const T *c, const T *vz,   \
+VECTOR_CLONES void householder_backward_##SUFFIX(long N, long K, long D, long P, const T *v, const T *c, const T *vz,   \
                                    const T *zs, T *g, T *g_v, T *g_c) {                                   \
     for (long n = 0; n < N; n++) {                                                                        \
         const long p = n % P;                                                                             \

@@ -7,6 +7,8 @@
  * sample shares the layers), P = B for an amortized one (z holds S blocks of the same B samples).
  * theta (P, K, 2D + 1) holds each layer's raw [u, w, b]. */
 #include <math.h>
+
+#include "clones.h"
 #include <string.h>
 
 /* Samples are taken BLOCK at a time, layer by layer: the K layers of one sample are a chain of
@@ -34,7 +36,7 @@ static void constrain_##SUFFIX(long PK, long D, const T *theta, T *u_hat, T *c) 
 /* z_{k+1} = z_k + u_hat_k t_k, t_k = tanh(w_k^T z_k + b_k) (eq. 10), in place on z (N, D); logdet[n] =  \
  * sum_k log q_k, q_k = t_k^2 + (1 - t_k^2) c_k (eq. 12). Writes u_hat (P, K, D) and c (P, K), and keeps  \
  * for the backward t (N, K) and, unless zs is NULL, every layer's input zs (N, K, D). */                 \
-void planar_forward_##SUFFIX(long N, long K, long D, long P, const T *theta, T *u_hat, T *c, T *z,        \
+VECTOR_CLONES void planar_forward_##SUFFIX(long N, long K, long D, long P, const T *theta, T *u_hat, T *c, T *z,        \
                              T *logdet, T *t, T *zs) {                                                    \
     constrain_##SUFFIX(P * K, D, theta, u_hat, c);                                                        \
     for (long n0 = 0; n0 < N; n0 += BLOCK) {                                                              \
@@ -75,7 +77,7 @@ void planar_forward_##SUFFIX(long N, long K, long D, long P, const T *theta, T *
  *   dL/du = dL/du_hat + dL/d(w^T u) w,                                                                   \
  *   dL/dw += m dL/du_hat + dL/d(w^T u) u - 2 dL/dm m w / ||w||^2  (the last term 0 where ||w||^2 is      \
  *   clamped). */                                                                                         \
-void planar_backward_##SUFFIX(long N, long K, long D, long P, const T *theta, const T *u_hat,             \
+VECTOR_CLONES void planar_backward_##SUFFIX(long N, long K, long D, long P, const T *theta, const T *u_hat,             \
                               const T *c, const T *t, const T *zs, const T *gl, T *g, T *g_theta,         \
                               T *g_uhat, T *g_c) {                                                        \
     const long R = 2 * D + 1;                                                                             \

@@ -7,6 +7,8 @@
  * sample shares the layers), P = B for an amortized one (z holds S blocks of the same B samples).
  * z0 is (P, K, D); alpha > 0 and s = alpha + beta > 0 are (P, K). */
 #include <math.h>
+
+#include "clones.h"
 #include <string.h>
 
 #define RADIAL(T, SUFFIX, SQRT, LOG, TINY)                                                                \
@@ -14,7 +16,7 @@
  * (eq. 14), in place on z (N, D); logdet[n] = sum_k (D - 1) log c_k + log P_k - 2 log(alpha_k + r_k),  \
  * P_k = r_k^2 + 2 alpha_k r_k + alpha_k s_k. Keeps r and c (N, K) and, unless ds is NULL, every        \
  * layer's d (N, K, D) for the backward. */                                                              \
-void radial_forward_##SUFFIX(long N, long K, long D, long P, const T *z0, const T *alpha, const T *s,     \
+VECTOR_CLONES void radial_forward_##SUFFIX(long N, long K, long D, long P, const T *z0, const T *alpha, const T *s,     \
                              T *z, T *logdet, T *r, T *c, T *ds) {                                        \
     T dk[D];                                                                                              \
     for (long n = 0; n < N; n++) {                                                                        \
@@ -46,7 +48,7 @@ void radial_forward_##SUFFIX(long N, long K, long D, long P, const T *z0, const 
  *   dL/dz = c g' + dL/dr d / r,   dL/dz0 = g' - dL/dz,                                                   \
  *   dL/dalpha = -dL/dc c / (alpha + r) + gl ((2 r + s) / P - 2 / (alpha + r)),                            \
  *   dL/ds = dL/dc / (alpha + r) + gl alpha / P. */                                                        \
-void radial_backward_##SUFFIX(long N, long K, long D, long P, const T *alpha, const T *s, const T *r,     \
+VECTOR_CLONES void radial_backward_##SUFFIX(long N, long K, long D, long P, const T *alpha, const T *s, const T *r,     \
                               const T *c, const T *ds, const T *gl, T *g, T *g_z0, T *g_alpha, T *g_s) { \
     for (long n = 0; n < N; n++) {                                                                        \
         const long p = n % P;                                                                             \

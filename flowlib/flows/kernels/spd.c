@@ -14,6 +14,8 @@
  * takes (flowlib/flows/kernels/__init__.py) are unused here. */
 #include <math.h>
 
+#include "clones.h"
+
 #define LANES 8
 
 /* LANES numbers, one per matrix of a group, as one value of GCC's and Clang's vector extension: the
@@ -21,13 +23,6 @@
  * float). Aligned like a single number, so loads and stores need no particular alignment. */
 typedef float vf32 __attribute__((vector_size(LANES * sizeof(float)), aligned(sizeof(float))));
 typedef double vf64 __attribute__((vector_size(LANES * sizeof(double)), aligned(sizeof(double))));
-
-/* Built for the CPU's vector width where the compiler and the C library can choose at load time. */
-#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(__clang__)
-#define VECTOR_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define VECTOR_CLONES
-#endif
 
 #define SPD(T, SUFFIX, SQRT, LOG)                                                                         \
 /* sum_{k < count} a[k sa] b[k sb] for the LANES lanes, in four partial sums: each product-sum            \

@@ -8,17 +8,12 @@
 
 #include <string.h>
 
+#include "clones.h"
+
 #define LANES 8
 
 typedef float vf __attribute__((vector_size(LANES * sizeof(float)), aligned(sizeof(float))));
 typedef int vi __attribute__((vector_size(LANES * sizeof(int)), aligned(sizeof(int))));
-
-/* Built for the CPU's vector width where the compiler and the C library can choose at load time. */
-#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(__clang__)
-#define VECTOR_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define VECTOR_CLONES
-#endif
 
 #define INLINE static inline __attribute__((always_inline))
 
