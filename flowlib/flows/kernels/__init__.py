@@ -63,9 +63,11 @@ class Kernel:
 
     @staticmethod
     def _call(function, sizes, tensors) -> None:
+        if function.argtypes is None:  # declared at the first call: ctypes then converts plain ints itself
+            function.argtypes = [ctypes.c_long] * len(sizes) + [ctypes.c_void_p] * len(tensors)
+            function.restype = None
         assert all(t is None or t.is_contiguous() for t in tensors)
-        function(*(ctypes.c_long(n) for n in sizes),
-                 *(None if t is None else ctypes.c_void_p(t.data_ptr()) for t in tensors))
+        function(*sizes, *(None if t is None else t.data_ptr() for t in tensors))
 
     def forward(self, sizes, *tensors) -> None:
         self._call(self._forward, sizes, tensors)
