@@ -16,8 +16,8 @@ build's time on an AVX2 CPU, ``bench/kernel_ab.py``).
 - The source is a ``.c`` file beside this one (e.g. ``planar.c``); it is compiled with ``$CC`` (else
   ``cc``) into ``$FLOWLIB_KERNEL_CACHE`` (else ``$XDG_CACHE_HOME/flowlib/kernels``, else
   ``~/.cache/flowlib/kernels``), under a name that hashes the source, the headers beside it (``*.h``),
-  the flags and the compiler, so an edited kernel is rebuilt; the library is written to a temporary file and renamed into place, so
-  processes that build at once never load half a file.
+  the flags and the compiler, so an edited kernel is rebuilt; the library is written to a temporary
+  file and renamed into place, so processes that build at once never load half a file.
 - Where no kernel can be built (no compiler, no writable cache) :func:`load` warns once, saying why, and
   returns ``None``: the flow computes the same numbers with PyTorch, only slower. ``FLOWLIB_KERNELS=0``
   turns the kernels off (to compare, or to rule them out); anything but ``0`` or ``1`` is refused.
