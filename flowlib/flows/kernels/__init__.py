@@ -7,11 +7,11 @@ arithmetic as the flow's PyTorch path, written as one C loop over the samples an
 the machine's C compiler on first use and called through :mod:`ctypes`. Two more serve PCP-Map's
 log-determinant (:mod:`..spd`): ``spd.c``, the Cholesky factorization and inverse of a batch of small
 matrices, eight at a time, and ``gram.c``, the elementwise work of a Jacobian's Gram product. Two serve
-IAF (float32 only): ``elu.c``, the MADE's activation, and ``iaf.c``, the gate of eq. 14-15; both use
-``vexp.h``'s exp and log1p, eight numbers at a time. Every kernel's functions are built twice on
-Linux/x86-64 with GCC, for AVX2 with FMA and for the baseline CPU (``clones.h``), the C library
-picking one at load time (planar x 80 forward and backward, batch 128 x 40: 0.87 of the baseline
-build's time on an AVX2 CPU, ``bench/kernel_ab.py``).
+IAF (float32 only): ``elu.c``, the MADE's activation, and ``iaf.c``, the gate of eq. 14-15. They and
+the planar kernel's float32 path take exp, log1p, log and tanh from ``vexp.h``, eight numbers at a
+time. Every kernel's functions are built twice on Linux/x86-64 with GCC, for AVX2 with FMA and for
+the baseline CPU (``clones.h``), the C library picking one at load time (planar x 80 forward and
+backward, batch 128 x 40: 0.87 of the baseline build's time on an AVX2 CPU, ``bench/kernel_ab.py``).
 
 - The source is a ``.c`` file beside this one (e.g. ``planar.c``); it is compiled with ``$CC`` (else
   ``cc``) into ``$FLOWLIB_KERNEL_CACHE`` (else ``$XDG_CACHE_HOME/flowlib/kernels``, else
