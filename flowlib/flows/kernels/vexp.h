@@ -30,8 +30,7 @@ INLINE vf pow2(vi k) { return (vf)((k + 127) << 23); }
  * |s| <= ln 2 / 2; exp(s) = 1 + p, p = s + s^2 u(s), u of degree 5; exp(t) = 2^n (1 + p), with 2^n
  * applied as two normal factors 2^n1 2^n2 (n1 = floor(n / 2)), so that results below the smallest
  * normal float (t < -87.3) are rounded once, as subnormals. t < -104 is taken as -104, where exp
- * already rounds to 0. Returns 2^n (the scale), p and the two factors, for callers that want
- * exp(t) - 1 as 2^n p + (2^n - 1) (accurate near t = 0, as expm1 is). */
+ * already rounds to 0. Returns p and the two factors (exp_nonpositive and exp_and_expm1 combine them). */
 INLINE void exp_parts(vf t, vf *p, vf *scale1, vf *scale2) {
     const vf zero = {0};
     t = blend(t < -104.0f, zero - 104.0f, t);
@@ -58,6 +57,15 @@ INLINE vf exp_nonpositive(vf t) {
     vf p, scale1, scale2;
     exp_parts(t, &p, &scale1, &scale2);
     return ((1 + p) * scale1) * scale2;
+}
+
+/* exp(t) and exp(t) - 1, t <= 0, from one exp_parts: the second as 2^n p + (2^n - 1), accurate near 0
+ * as expm1 is (2^n - 1 is 0 there, and p itself the result). */
+INLINE void exp_and_expm1(vf t, vf *e, vf *em1) {
+    vf p, scale1, scale2;
+    exp_parts(t, &p, &scale1, &scale2);
+    *e = ((1 + p) * scale1) * scale2;
+    *em1 = (p * scale1) * scale2 + (scale1 * scale2 - 1);  /* 2^n: 0 or subnormal below 2^-126 */
 }
 
 /* log(1 + f) for |f| <= sqrt(2) - 1: 2 atanh(r) = 2 r + r^3 (2/3 + r^2 (2/5 + r^2 (2/7 + r^2 2/9))),
@@ -102,14 +110,13 @@ INLINE vf log_nonnegative(vf q) {
     return blend((q != q) | (q < 0), zero + __builtin_nanf(""), log_q);
 }
 
-/* tanh(a) = sign(a) t, t = -x / (2 + x), x = expm1(-2 |a|) = 2^n p + (2^n - 1) (exp_parts), accurate
- * near 0 as expm1 is; NaN gives NaN. */
+/* tanh(a) = sign(a) t, t = -x / (2 + x), x = expm1(-2 |a|) (exp_and_expm1), accurate near 0 as expm1
+ * is; NaN gives NaN. */
 INLINE vf tanh_any(vf a) {
     const vf zero = {0};
     const vi negative = a < 0;
-    vf p, scale1, scale2;
-    exp_parts(blend(negative, a + a, -(a + a)), &p, &scale1, &scale2);
-    const vf x = (p * scale1) * scale2 + (scale1 * scale2 - 1);
+    vf e, x;
+    exp_and_expm1(blend(negative, a + a, -(a + a)), &e, &x);
     const vf t = -x / (x + 2);
     return blend(negative, zero - t, t);
 }
