@@ -95,3 +95,34 @@ def test_the_orthogonal_sylvester_flow_trains_through_it():
         _Bjorck.backward = staticmethod(original)
     assert calls == [torch.Size([4, 6, 3])]
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in flow.parameters())
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_the_start_scales_every_singular_value_alike_to_at_most_sqrt_1_5_and_saves_steps(dtype, monkeypatch):
+    from flowlib.flows import bjorck
+
+    g = torch.Generator().manual_seed(5)
+    A = torch.cat([torch.randn(64, 40, 20, dtype=dtype, generator=g),
+                   _ill_conditioned((8, 40, 20), 1e3, dtype, seed=6)])
+    Q0 = A / torch.linalg.matrix_norm(A, keepdim=True)
+    Q, gap, c = bjorck._start(Q0)
+    eps, eye = torch.finfo(dtype).eps, torch.eye(20, dtype=dtype)
+    assert torch.equal(Q, Q0 * c) and c.shape == (72, 1, 1)
+    torch.testing.assert_close(gap, eye - Q.transpose(-1, -2) @ Q, rtol=0, atol=100 * eps)
+    s0, s = torch.linalg.svdvals(Q0), torch.linalg.svdvals(Q)
+    assert (c >= 1).all() and (s[:, 0] <= 1.5**0.5 * (1 + 10 * eps)).all()
+    torch.testing.assert_close(s, s0 * c[:, 0], rtol=100 * eps, atol=100 * eps)
+    # the Gaussian matrices' largest singular value comes up from about 0.36 to about 0.9 (the
+    # bound is about 1.8 times the largest eigenvalue), so every singular value is 2.5 times larger
+    assert (s0[:64, 0] < 0.45).all() and (s[:64, 0] > 0.85).all() and (c[:64] > 2).all()
+
+    def steps(Q0):
+        keep: list = []
+        bjorck._iterate(Q0, 1000, keep)
+        return len(keep) - 1, keep[-1]  # the pairs (Q_k, G_k), then c
+
+    scaled, c_kept = steps(Q0[:64])
+    assert torch.equal(c_kept, c[:64])
+    ones = lambda Q: (Q, torch.eye(Q.shape[-1], dtype=Q.dtype) - Q.transpose(-1, -2) @ Q, 1.0)  # noqa: E731
+    monkeypatch.setattr(bjorck, "_start", ones)  # the same loop from Q0 itself
+    assert scaled <= steps(Q0[:64])[0] - 2
