@@ -3,8 +3,8 @@ that scaled by ``c`` so that its largest singular value is near ``sqrt 1.5`` (``
 
 For batches of Gaussian D x M matrices (the orthogonal Sylvester row's 128 x 40 x 20 among them),
 both dtypes: the steps each start takes to converge, and the time of ``orthogonalize`` forward and
-backward with each start, in one process, one thread, in alternating rounds (the start swapped
-in place of ``bjorck._start``), medians; the ratio is the scaled start's time over the plain one's.
+backward with each start, in one process, one thread, in alternating rounds (``orthogonalize``'s
+``scale_start`` off and on), medians; the ratio is the scaled start's time over the plain one's.
 
     python bench/bjorck_start.py [--rounds 15] [--calls 20] [--json FILE]
 """
@@ -25,44 +25,21 @@ from flow_cost import cpu_description  # bench/flow_cost.py, beside this script
 from flowlib.flows import bjorck
 
 SHAPES = ((128, 40, 20), (128, 40, 10), (128, 40, 40), (16, 7, 4))
+STARTS = {"plain": False, "scaled": True}  # orthogonalize's scale_start
 
 
-def plain_start(Q):
-    """The start before: ``Q`` itself (``c = 1``)."""
-    eye = torch.eye(Q.shape[-1], dtype=Q.dtype, device=Q.device)
-    return Q, eye - torch.bmm(Q.transpose(-1, -2), Q), torch.ones(Q.shape[0], 1, 1, dtype=Q.dtype)
-
-
-STARTS = {"plain": plain_start, "scaled": bjorck._start}
-
-
-def steps(start, A):
-    """Bjorck steps taken from ``A / ||A||_F`` with ``start`` in place of the library's."""
+def steps(scale, A):
+    """Bjorck steps taken from ``A / ||A||_F``, its start scaled or not."""
     keep: list = []
-    with swapped(start):
-        bjorck._iterate(A / torch.linalg.matrix_norm(A, keepdim=True), 1000, keep)
-    return len(keep) - 1  # the pairs (Q_k, G_k), then c
+    bjorck._iterate(A / torch.linalg.matrix_norm(A, keepdim=True), 1000, keep, scale)
+    return len(keep) - 1  # c, then the pairs (Q_k, G_k)
 
 
-class swapped:
-    """``bjorck._start`` replaced by ``start`` inside the block."""
-
-    def __init__(self, start):
-        self.start = start
-
-    def __enter__(self):
-        self.saved, bjorck._start = bjorck._start, self.start
-
-    def __exit__(self, *exc):
-        bjorck._start = self.saved
-
-
-def seconds(start, A, P, calls):
-    with swapped(start):
-        t0 = time.process_time()
-        for _ in range(calls):
-            (bjorck.orthogonalize(A) * P).sum().backward()
-        return time.process_time() - t0
+def seconds(scale, A, P, calls):
+    t0 = time.process_time()
+    for _ in range(calls):
+        (bjorck.orthogonalize(A, scale_start=scale) * P).sum().backward()
+    return time.process_time() - t0
 
 
 def main(argv=None):
@@ -78,13 +55,13 @@ def main(argv=None):
             g = torch.Generator().manual_seed(0)
             A = torch.randn(shape, dtype=dtype, generator=g).requires_grad_()
             P = torch.randn(shape, dtype=dtype, generator=g)
-            counts = {name: steps(start, A.detach()) for name, start in STARTS.items()}
+            counts = {name: steps(scale, A.detach()) for name, scale in STARTS.items()}
             times = {name: [] for name in STARTS}
-            for start in STARTS.values():  # warm-up
-                seconds(start, A, P, 2)
+            for scale in STARTS.values():  # warm-up
+                seconds(scale, A, P, 2)
             for _ in range(args.rounds):
-                for name, start in STARTS.items():
-                    times[name].append(seconds(start, A, P, args.calls) / args.calls)
+                for name, scale in STARTS.items():
+                    times[name].append(seconds(scale, A, P, args.calls) / args.calls)
             ms = {name: statistics.median(t) * 1e3 for name, t in times.items()}
             row = {"shape": list(shape), "dtype": str(dtype).removeprefix("torch."), "steps": counts,
                    "ms_per_call": ms, "ratio": ms["scaled"] / ms["plain"]}

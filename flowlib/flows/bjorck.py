@@ -46,24 +46,27 @@ from . import fused
 __all__ = ["orthogonalize"]
 
 
-def _start(Q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _start(Q: torch.Tensor, eye: torch.Tensor, scale: bool):
     """``(c Q, I - c^2 Q^T Q, c)`` for ``Q`` (B, D, M): ``c`` (B, 1, 1) from the smaller of two
     bounds on the largest eigenvalue of ``Q^T Q``, so that the singular values of ``c Q`` are at
-    most ``sqrt 1.5`` (module docstring)."""
+    most ``sqrt 1.5`` (module docstring); ``c = 1`` where not ``scale``."""
     gram = torch.bmm(Q.transpose(-1, -2), Q)
+    if not scale:
+        return Q, eye - gram, Q.new_ones(Q.shape[0], 1, 1)
     with torch.no_grad():
         bound = torch.minimum(gram.abs().sum(-1).amax(-1), torch.linalg.matrix_norm(gram))
         c = (1.5 / bound.clamp_min(torch.finfo(Q.dtype).tiny)).sqrt()[:, None, None]
-    eye = torch.eye(Q.shape[-1], dtype=Q.dtype, device=Q.device)
     return Q * c, eye - gram * c.square(), c
 
 
-def _iterate(Q: torch.Tensor, max_iter: int, keep: list | None = None) -> torch.Tensor:
+def _iterate(Q: torch.Tensor, max_iter: int, keep: list | None = None, scale: bool = True) -> torch.Tensor:
     """Bjorck steps from ``c Q`` (:func:`_start`; ``Q`` with one batch axis) until converged.
-    When ``keep`` is given, appends ``(Q_k, G_k)`` of every step taken to it, then ``c`` (for
-    the backward pass)."""
-    Q, gap, c = _start(Q)
+    When ``keep`` is given, appends ``c`` to it, then ``(Q_k, G_k)`` of every step taken (for the
+    backward pass)."""
     eye = torch.eye(Q.shape[-1], dtype=Q.dtype, device=Q.device).unsqueeze(0)
+    Q, gap, c = _start(Q, eye, scale)
+    if keep is not None:
+        keep.append(c)
     tol = 64 * Q.shape[-1] * torch.finfo(Q.dtype).eps
     err_prev = err = math.inf
     for _ in range(max_iter):
@@ -74,8 +77,6 @@ def _iterate(Q: torch.Tensor, max_iter: int, keep: list | None = None) -> torch.
         low, high = torch.aminmax(gap)
         err = max(-low.item(), high.item())
         if err < tol or (err < math.sqrt(tol) and err > 0.5 * err_prev):
-            if keep is not None:
-                keep.append(c)
             return Q
         if keep is not None:
             keep.append((Q, gap))
@@ -93,37 +94,39 @@ class _Bjorck(torch.autograd.Function):
     derivatives), it is autograd's through the loop rerun from ``Q_0`` (:mod:`.fused`)."""
 
     @staticmethod
-    def forward(ctx, Q0: torch.Tensor, max_iter: int) -> torch.Tensor:
-        steps: list = []
-        Q = _iterate(Q0, max_iter, steps)
-        ctx.max_iter = max_iter
-        fused.save(ctx, (Q0,), (*(t for step in steps[:-1] for t in step), steps[-1]))
+    def forward(ctx, Q0: torch.Tensor, max_iter: int, scale: bool) -> torch.Tensor:
+        keep: list = []  # c, then (Q_k, G_k) of every step
+        Q = _iterate(Q0, max_iter, keep, scale)
+        ctx.max_iter, ctx.scale = max_iter, scale
+        fused.save(ctx, (Q0,), (keep[0], *(t for step in keep[1:] for t in step)))
         return Q
 
     @staticmethod
     def backward(ctx, P: torch.Tensor):
         inputs, saved = fused.saved(ctx)
         if torch.is_grad_enabled():  # a backward pass to differentiate again: the plain loop's
-            plain = lambda Q0: _iterate(Q0, ctx.max_iter)  # noqa: E731
-            return *fused.differentiable_backward(ctx, plain, inputs, (P,)), None
-        *steps, c = saved
+            plain = lambda Q0: _iterate(Q0, ctx.max_iter, scale=ctx.scale)  # noqa: E731
+            return *fused.differentiable_backward(ctx, plain, inputs, (P,)), None, None
+        c, *steps = saved
         for Q, gap in reversed(list(zip(steps[::2], steps[1::2]))):
             C = torch.bmm(Q.transpose(-1, -2), P)
             P = torch.baddbmm(P, P, gap.transpose(-1, -2), alpha=0.5)
             P = torch.baddbmm(P, Q, C + C.transpose(-1, -2), alpha=-0.5)
-        return P * c, None  # through Q_0 = c (A / ||A||_F), c a constant
+        return P * c, None, None  # through Q_0 = c (A / ||A||_F), c a constant
 
 
-def orthogonalize(A: torch.Tensor, max_iter: int = 100) -> torch.Tensor:
+def orthogonalize(A: torch.Tensor, max_iter: int = 100, scale_start: bool = True) -> torch.Tensor:
     """Orthonormal columns from ``A`` (..., D, M) by Bjorck iterations, run until
     ``max |Q^T Q - I|`` stops decreasing below ``sqrt(eps)`` or reaches rounding level.
 
     Differentiable: where a gradient is needed, by the backward pass of the module docstring
-    (second derivatives and ``torch.func`` transforms: by autograd through the loop)."""
+    (second derivatives and ``torch.func`` transforms: by autograd through the loop).
+    ``scale_start=False`` starts from ``A / ||A||_F`` itself (``c = 1``), as before the scaled
+    start, for comparisons (``bench/bjorck_start.py``)."""
     Q = A / torch.linalg.matrix_norm(A, keepdim=True).clamp_min(torch.finfo(A.dtype).tiny)
     shape = Q.shape
     Q = Q.reshape(-1, *shape[-2:])  # one batch axis, for baddbmm
     if (torch.is_grad_enabled() and Q.requires_grad
             and torch._C._functorch.maybe_current_level() is None):
-        return _Bjorck.apply(Q, max_iter).view(shape)
-    return _iterate(Q, max_iter).view(shape)
+        return _Bjorck.apply(Q, max_iter, scale_start).view(shape)
+    return _iterate(Q, max_iter, scale=scale_start).view(shape)
